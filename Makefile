@@ -1,0 +1,28 @@
+# ssl-lightning: the commands the README uses.
+PYTHON ?= python
+export WANDB_MODE ?= offline
+
+.PHONY: install test lint format pretrain probe sweep
+
+install:            ## README command 1: the package, its dependencies and the dev tools
+	$(PYTHON) -m pip install -e ".[dev]"
+
+test:               ## README command 2: the whole test suite (CPU, ~minutes)
+	$(PYTHON) -m pytest -q
+
+lint:               ## ruff lint + format check
+	$(PYTHON) -m ruff check ssl_lightning tests experiments
+	$(PYTHON) -m ruff format --check ssl_lightning tests experiments
+
+format:
+	$(PYTHON) -m ruff format ssl_lightning tests experiments
+	$(PYTHON) -m ruff check --fix ssl_lightning tests experiments
+
+pretrain:           ## SimCLR on the default dataset (override: make pretrain ARGS="method=barlow_twins")
+	ssl-train $(ARGS)
+
+probe:              ## linear probe of a checkpoint: make probe CKPT=outputs/.../checkpoints/last.ckpt
+	ssl-train method=probe probe.mode=linear probe.backbone=$(CKPT) $(ARGS)
+
+sweep:              ## a Hydra multirun over both SSL methods
+	ssl-train -m method=simclr,barlow_twins $(ARGS)

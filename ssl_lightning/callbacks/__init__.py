@@ -1,0 +1,1 @@
+"""callbacks of ssl_lightning."""

@@ -1,0 +1,1 @@
+"""data of ssl_lightning."""

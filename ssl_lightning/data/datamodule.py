@@ -1,0 +1,188 @@
+"""ViewsDataModule: splits a source, reads whole batches, and makes views on the device.
+
+Views are made after the batch reaches the device (`on_after_batch_transfer`), batched, with
+per-sample random parameters keyed by (seed, epoch, sample index, view): on a GPU this removes the
+CPU augmentation bottleneck, and the draws do not depend on the rank or the batch composition.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ssl_lightning.data.batching import BatchIndexSampler, BatchReader
+from ssl_lightning.data.random_keys import sample_keys
+from ssl_lightning.data.sources.base import ImageSource
+from ssl_lightning.data.splits import labelled_subset, load_split, make_split, save_split
+from ssl_lightning.errors import UserError
+
+STATS_SAMPLE = 4096  # train images used for the normalisation statistics
+
+
+class ViewsDataModule(L.LightningDataModule):
+    """Emits batches with a clean normalised image `x` and, for SSL methods, augmented `views`."""
+
+    def __init__(
+        self,
+        source: ImageSource,
+        augment: nn.Module,
+        channels: int,
+        val_fraction: float,
+        test_fraction: float,
+        split_seed: int,
+        label_fraction: float,
+        normalize: bool,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        pin_memory: bool,
+        seed: int,
+        split_file: str | None,
+    ) -> None:
+        super().__init__()
+        if not 0 < label_fraction <= 1:
+            raise UserError(
+                f"dataset.label_fraction={label_fraction} must lie in (0, 1], e.g. 0.01 for 1%"
+            )
+        self.source = source
+        self.augment = augment
+        self.channels = channels
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.label_fraction = label_fraction
+        self.normalize = normalize
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.split_file = Path(split_file) if split_file else None
+        self.split: dict[str, np.ndarray] = {}
+        self.register_stats(torch.zeros(channels), torch.ones(channels))
+
+    def register_stats(self, mean: Tensor, std: Tensor) -> None:
+        """Per-channel normalisation, shaped to broadcast over [N, C, H, W]."""
+        self.mean = mean.view(1, -1, 1, 1).float()
+        self.std = std.view(1, -1, 1, 1).float()
+
+    # --- metadata the methods need before fit -------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        labels = self.source.labels
+        return None if labels is None else int(labels.max()) + 1
+
+    def prepare_data(self) -> None:
+        """Rank 0 only: one-time work such as generating or converting the data."""
+        self.source.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.split:
+            return
+        self._check_channels()
+        fingerprint = self.source.fingerprint()
+        if self.split_file is not None and self.split_file.exists():
+            self.split = load_split(self.split_file, fingerprint)
+        else:
+            self.split = make_split(
+                len(self.source), self.val_fraction, self.test_fraction, self.split_seed
+            )
+            if self.split_file is not None and self._is_rank_zero():
+                save_split(self.split, self.split_file, fingerprint)
+        if self.normalize:
+            self.register_stats(*self._train_stats())
+
+    def _is_rank_zero(self) -> bool:
+        return self.trainer is None or self.trainer.global_rank == 0
+
+    def _check_channels(self) -> None:
+        found = self.source.image_shape[0]
+        if found != self.channels:
+            raise UserError(
+                f"the data has {found} channels but dataset.channels={self.channels} (the "
+                f"backbone's in_channels follows it): set dataset.channels={found}"
+            )
+
+    def _train_stats(self) -> tuple[Tensor, Tensor]:
+        """Per-channel mean/std over (a seeded sample of) the training split only."""
+        train = self.split["train"]
+        rng = np.random.default_rng(self.split_seed)
+        sample = np.sort(rng.choice(train, size=min(len(train), STATS_SAMPLE), replace=False))
+        images = torch.from_numpy(self.source.read(sample)).double()
+        mean = images.mean(dim=(0, 2, 3))
+        std = images.std(dim=(0, 2, 3)).clamp_min(1e-8)
+        return mean.float(), std.float()
+
+    def train_indices(self, supervised: bool) -> np.ndarray:
+        """SSL pretraining uses the whole train split; supervised runs its labelled subset."""
+        train = self.split["train"]
+        if not supervised:
+            return train
+        return labelled_subset(train, self.source.labels, self.label_fraction, self.split_seed)
+
+    def target_stats(self, name: str) -> tuple[float, float]:
+        """Mean/std of a regression target over the labelled training subset (for standardising)."""
+        targets = self.source.targets
+        if name not in targets:
+            raise UserError(
+                f"regression target {name!r} not in the dataset (has: {', '.join(targets) or 'none'})"
+                ": set probe.target to one of them"
+            )
+        values = targets[name][self.train_indices(supervised=True)].astype(np.float64)
+        return float(values.mean()), float(max(values.std(), 1e-8))
+
+    # --- loaders ------------------------------------------------------------------------------
+    def _loader(self, indices: np.ndarray, batch_size: int, shuffle: bool) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        sampler = BatchIndexSampler(indices, batch_size, shuffle, self.seed, rank, world)
+        return DataLoader(
+            BatchReader(self.source),
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        supervised = bool(getattr(self.trainer.lightning_module, "supervised", False))
+        indices = self.train_indices(supervised)
+        world = self.trainer.world_size if self.trainer else 1
+        if len(indices) < self.batch_size * world:
+            what = f"label_fraction {self.label_fraction} of " if supervised else ""
+            raise UserError(
+                f"data.batch_size={self.batch_size} x {world} process(es) is larger than the "
+                f"{len(indices)} training samples ({what}{len(self.split['train'])}): lower "
+                "data.batch_size or use more data"
+            )
+        return self._loader(indices, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.split["val"], self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.split["test"], self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    # --- views on the device ------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        image = batch.pop("image")
+        mean, std = self.mean.to(image.device), self.std.to(image.device)
+        batch["x"] = (image - mean) / std
+        num_views = getattr(self.trainer.lightning_module, "num_views", 0) if self.trainer else 0
+        if num_views:
+            # evaluation views use epoch 0 every time, so the validation loss is comparable
+            epoch = self.trainer.current_epoch if self.trainer.training else 0
+            batch["views"] = [
+                (self.augment(image, sample_keys(self.seed, epoch, batch["index"], v)) - mean) / std
+                for v in range(num_views)
+            ]
+        return batch

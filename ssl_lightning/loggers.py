@@ -1,0 +1,30 @@
+"""Experiment loggers. W&B goes offline by itself when no API key is configured."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch.loggers import WandbLogger
+
+
+def wandb_api_key_configured() -> bool:
+    """An API key in the environment or in ~/.netrc (what `wandb login` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def wandb_logger(
+    project: str, entity: str | None, mode: str, save_dir: str, tags: list[str]
+) -> WandbLogger:
+    """A WandbLogger writing into the run folder; `mode=auto` never blocks on a login prompt."""
+    if mode not in ("auto", "offline", "online"):
+        raise ValueError(f"logger.wandb.mode={mode!r}: use auto, offline or online")
+    offline = mode == "offline" or (mode == "auto" and not wandb_api_key_configured())
+    if offline:
+        os.environ["WANDB_MODE"] = "offline"
+    return WandbLogger(
+        project=project, entity=entity, save_dir=save_dir, offline=offline, tags=list(tags)
+    )

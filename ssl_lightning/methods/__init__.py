@@ -1,0 +1,1 @@
+"""methods of ssl_lightning."""

@@ -1,0 +1,101 @@
+"""SSLMethod: backbone + projector + loss, with an online linear probe and collapse diagnostics.
+
+A concrete method (SimCLR, Barlow Twins) only names its loss; the two views come from the data
+module, both go through the network in one forward, and the online probe learns from detached
+features of the first view so it monitors the representation without shaping it.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssl_lightning.methods.recipe import TrainingRecipe
+from ssl_lightning.metrics import class_scores, classification_metrics
+from ssl_lightning.models.heads import mlp
+from ssl_lightning.models.registry import build_backbone
+from ssl_lightning.optim import split_decay_groups
+
+
+class SSLMethod(TrainingRecipe):
+    """Shared training/validation logic of the self-supervised methods."""
+
+    num_views = 2
+
+    def __init__(
+        self,
+        backbone: dict[str, Any],
+        projector: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        online_probe_lr: float,
+        num_classes: int | None,
+        monitor: str,
+        monitor_mode: str,
+    ) -> None:
+        super().__init__(optimizer, scheduler)
+        self.save_hyperparameters()
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.backbone = build_backbone(backbone)
+        self.projector = mlp(self.backbone.out_dim, **projector)
+        self.online_probe = nn.Linear(self.backbone.out_dim, num_classes) if num_classes else None
+        if num_classes:
+            self.val_probe_metrics = classification_metrics(num_classes, "val/online_")
+
+    @abstractmethod
+    def ssl_loss(self, z1: Tensor, z2: Tensor) -> Tensor:
+        """The method's loss on the two views' projections."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        decay, no_decay = split_decay_groups(nn.ModuleList([self.backbone, self.projector]))
+        groups = [
+            {"params": decay, "lr_scale": 1.0},
+            {"params": no_decay, "lr_scale": 1.0, "weight_decay": 0.0, "lars": False},
+        ]
+        if self.online_probe is not None:
+            groups.append(
+                {
+                    "params": list(self.online_probe.parameters()),
+                    "lr": self.hparams.online_probe_lr,
+                    "weight_decay": 0.0,
+                    "lars": False,
+                }
+            )
+        return groups
+
+    def embed(self, views: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Features of view 1, and projections of both views, from one forward pass."""
+        n = views[0].shape[0]
+        features = self.backbone(torch.cat(views))
+        z = self.projector(features)
+        return features[:n], z[:n], z[n:]
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        features, z1, z2 = self.embed(batch["views"])
+        loss = self.ssl_loss(z1, z2)
+        self.check_finite(loss)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/z_std", normalised_std(z1.detach()))
+        if self.online_probe is not None and "y" in batch:
+            probe_loss = F.cross_entropy(self.online_probe(features.detach()), batch["y"])
+            self.log("train/online_loss", probe_loss)
+            loss = loss + probe_loss
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        features, z1, z2 = self.embed(batch["views"])
+        self.log("val/loss", self.ssl_loss(z1, z2), prog_bar=True, sync_dist=True)
+        if self.online_probe is not None and "y" in batch:
+            clean = self.backbone(batch["x"])
+            self.val_probe_metrics.update(class_scores(self.online_probe(clean)), batch["y"])
+            self.log_dict(self.val_probe_metrics, prog_bar=True)
+
+
+def normalised_std(z: Tensor) -> Tensor:
+    """Mean per-dimension std of L2-normalised embeddings x sqrt(d): ~1 healthy, -> 0 collapsed."""
+    zn = F.normalize(z.float(), dim=1)
+    return zn.std(dim=0).mean() * zn.shape[1] ** 0.5

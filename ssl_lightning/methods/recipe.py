@@ -1,0 +1,89 @@
+"""What every trainable module shares: optimizer, batch-scaled LR, warm-up + cosine, NaN guard."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from functools import partial
+from typing import Any
+
+import lightning as L
+from torch import Tensor
+from torch.optim.lr_scheduler import LambdaLR
+
+from ssl_lightning.errors import UserError
+from ssl_lightning.optim import build_optimizer, warmup_cosine
+
+REFERENCE_BATCH = 256  # LR = base LR x global batch / 256 (Goyal et al.; SimCLR, Barlow Twins)
+
+
+class TrainingRecipe(L.LightningModule, ABC):
+    """Base of SSL methods and the probe. Subclasses list their parameter groups."""
+
+    supervised: bool = False  # True: trains on labels, so the data module applies label_fraction
+    num_views: int = 0  # augmented views per sample the data module must make
+
+    def __init__(self, optimizer: dict[str, Any], scheduler: dict[str, Any]) -> None:
+        super().__init__()
+        self.optimizer_cfg = dict(optimizer)
+        self.scheduler_cfg = dict(scheduler)
+
+    @abstractmethod
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups: `params` plus `lr_scale` (x the scaled LR) or a fixed `lr`, and
+        optionally `weight_decay` and `lars` (False: plain SGD step for biases, norms, probes)."""
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over all processes and accumulation steps."""
+        per_rank = self.trainer.datamodule.batch_size
+        return per_rank * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    @property
+    def scaled_lr(self) -> float:
+        base = self.optimizer_cfg["lr"]
+        if self.optimizer_cfg["scale_lr"]:
+            return base * self.global_batch / REFERENCE_BATCH
+        return base
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        lr = self.scaled_lr
+        groups = []
+        for group in self.param_groups():
+            group = dict(group)
+            if "lr_scale" in group:
+                group["lr"] = lr * group.pop("lr_scale")
+            groups.append(group)
+        optimizer = build_optimizer(self.optimizer_cfg["name"], groups, lr, self.optimizer_cfg)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = (
+            self.trainer.max_epochs
+            if self.trainer.max_epochs and self.trainer.max_epochs > 0
+            else 1
+        )
+        warmup = round(self.scheduler_cfg["warmup_epochs"] * total / epochs)
+        schedule = partial(
+            warmup_cosine,
+            warmup_steps=max(1, warmup),
+            total_steps=total,
+            final_factor=self.scheduler_cfg["final_factor"],
+        )
+        scheduler = LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:
+            logger.log_hyperparams({"global_batch": self.global_batch, "lr_scaled": self.scaled_lr})
+
+    def check_finite(self, loss: Tensor) -> None:
+        """Stop at the first NaN/inf loss, naming the step; the last good checkpoint stays."""
+        if not loss.isfinite():
+            ckpt = self.trainer.checkpoint_callback
+            last = getattr(ckpt, "last_model_path", "") or "none saved yet"
+            raise UserError(
+                f"non-finite loss ({loss.item()}) at epoch {self.current_epoch}, step "
+                f"{self.global_step}: training stopped; last good checkpoint: {last} — lower "
+                "method.optimizer.lr or check the data for NaN/inf"
+            )

@@ -1,0 +1,1 @@
+"""models of ssl_lightning."""

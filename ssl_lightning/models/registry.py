@@ -1,0 +1,42 @@
+"""Building backbones from config and restoring them from pretraining checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from ssl_lightning.errors import UserError
+
+
+def build_backbone(cfg: dict[str, Any]) -> nn.Module:
+    """Instantiate a backbone from its `_target_` config; every backbone exposes `out_dim`."""
+    return instantiate(cfg)
+
+
+def load_backbone_weights(backbone: nn.Module, path: str, cfg: dict[str, Any]) -> None:
+    """Copy `backbone.*` weights from a pretraining checkpoint, refusing a different backbone."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(
+            f"probe checkpoint not found: {file} — set probe.backbone to a pretraining run's "
+            "last.ckpt (or null to start from random weights)"
+        )
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+        saved_cfg = ckpt["hyper_parameters"]["backbone"]
+        state = ckpt["state_dict"]
+    except Exception as err:  # any unreadable / foreign file gets the same one-line answer
+        raise UserError(
+            f"{file} is not a ssl-lightning pretraining checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    if dict(saved_cfg) != dict(cfg):
+        raise UserError(
+            f"{file} holds backbone {dict(saved_cfg)} but this run builds {dict(cfg)}: choose the "
+            "matching backbone=... and dataset.channels, or another checkpoint"
+        )
+    weights = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    backbone.load_state_dict(weights)

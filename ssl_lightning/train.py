@@ -1,0 +1,130 @@
+"""`ssl-train`: the one entry point. Compose the config, build the parts, fit, test, report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from ssl_lightning.data.datamodule import ViewsDataModule
+from ssl_lightning.errors import UserError
+from ssl_lightning.runs import LossTrace, git_commit, scalar_metrics, write_results
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def build_datamodule(cfg: DictConfig, run_dir: Path) -> ViewsDataModule:
+    """The data module for `cfg.dataset`, with the augmentation of `cfg.augment`."""
+    ds = cfg.dataset
+    return ViewsDataModule(
+        source=instantiate(ds.source),
+        augment=instantiate(cfg.augment),
+        channels=ds.channels,
+        val_fraction=ds.val_fraction,
+        test_fraction=ds.test_fraction,
+        split_seed=ds.split_seed,
+        label_fraction=ds.label_fraction,
+        normalize=ds.normalize,
+        seed=cfg.seed,
+        split_file=str(run_dir / "split.npz"),
+        **cfg.data,
+    )
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """One Lightning logger per entry of `cfg.logger` (empty for logger=none)."""
+    return [instantiate(node) for node in cfg.logger.values()]
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and for probes, test) as configured; returns what results.json holds."""
+    started = time.time()
+    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg, run_dir)
+    model = instantiate(OmegaConf.to_container(cfg.method, resolve=True), _recursive_=False)
+    loggers = build_loggers(cfg)
+    commit = git_commit()
+    for logger in loggers:
+        logger.log_hyperparams(
+            {"config": OmegaConf.to_container(cfg, resolve=True), "git_commit": commit}
+        )
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best",
+        monitor=model.monitor,
+        mode=model.monitor_mode,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    trace = LossTrace()
+    callbacks = [checkpoint, trace]
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    trainer = L.Trainer(
+        **cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=run_dir,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = scalar_metrics(trainer.callback_metrics)
+    if model.supervised:
+        tested = trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
+        metrics.update(scalar_metrics(tested[0]))
+    wandb_dirs = [str(lg.experiment.dir) for lg in loggers if hasattr(lg.experiment, "dir")]
+    results = {
+        "method": HydraConfig.get().runtime.choices["method"],
+        "dataset": cfg.dataset.name,
+        "backbone": HydraConfig.get().runtime.choices["backbone"],
+        "seed": cfg.seed,
+        "metrics": metrics,
+        "train_loss_first_step": trace.first,
+        "train_loss_last_epoch": trace.last_epoch_mean,
+        "checkpoints": {"last": checkpoint.last_model_path, "best": checkpoint.best_model_path},
+        "duration_s": round(time.time() - started, 2),
+        "wandb_dir": wandb_dirs[0] if wandb_dirs else None,
+        "git_commit": commit,
+        "run_dir": str(run_dir),
+    }
+    if trainer.is_global_zero:
+        write_results(run_dir / "results.json", results)
+        print_summary(results, model.monitor)
+    return results
+
+
+def print_summary(results: dict[str, Any], monitor: str) -> None:
+    """A few lines a person reads at the end of a run."""
+    console = Console()
+    metrics = results["metrics"]
+    console.rule(f"{results['method']} on {results['dataset']} — {results['duration_s']:.0f} s")
+    if results["train_loss_first_step"] is not None:
+        console.print(
+            f"train loss: {results['train_loss_first_step']:.4f} (first step) -> "
+            f"{results['train_loss_last_epoch']:.4f} (last epoch mean)"
+        )
+    shown = [k for k in metrics if k.startswith(("val/online_", "test/")) or k == monitor]
+    for key in shown:
+        console.print(f"{key}: {metrics[key]:.4f}")
+    console.print(f"checkpoint: {results['checkpoints']['last']}")
+    console.print(f"results:    {Path(results['run_dir']) / 'results.json'}")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    """Console script `ssl-train`: bad input ends in one line on stderr and exit status 2."""
+    try:
+        run(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,70 @@
+"""Hydra composition: every method x dataset x hardware composes; struct mode rejects typos."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigCompositionException
+
+from ssl_lightning.train import CONFIG_DIR
+
+CONF = Path(CONFIG_DIR)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_run(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_every_group_has_its_documented_options():
+    assert options("method") == ["barlow_twins", "probe", "simclr"]
+    assert set(options("hardware")) >= {"cpu", "gpu", "ddp", "multinode", "ddp_cpu"}
+    assert set(options("logger")) == {"wandb", "csv", "tensorboard", "none"}
+    assert {"digits", "synthetic", "hdf5", "cifar10", "image_folder"} <= set(options("dataset"))
+    assert {"resnet15", "resnet15_wide", "resnet18_cifar"} <= set(options("backbone"))
+
+
+@pytest.mark.parametrize(
+    "method,dataset,hardware",
+    list(itertools.product(options("method"), options("dataset"), options("hardware"))),
+)
+def test_every_combination_composes(method: str, dataset: str, hardware: str, tmp_path):
+    overrides = [f"method={method}", f"dataset={dataset}", f"hardware={hardware}"]
+    if dataset == "hdf5":
+        overrides.append(f"dataset.source.path={tmp_path}/x.h5")
+    if dataset == "image_folder":
+        overrides += [f"dataset.source.root={tmp_path}", "dataset.num_classes=2"]
+    if method == "probe" and dataset == "hdf5":
+        overrides.append("probe.task=regression")
+        overrides.append("probe.target=m0")
+    cfg = compose_run(overrides)
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    assert method_cfg["_target_"].startswith("ssl_lightning.methods.")
+    assert method_cfg["backbone"]["in_channels"] == cfg.dataset.channels
+    assert method_cfg["num_classes"] == cfg.dataset.num_classes
+    assert cfg.trainer.accelerator in ("cpu", "gpu")
+    assert OmegaConf.to_container(cfg.dataset, resolve=True)["source"]["_target_"]
+
+
+def test_probe_monitor_follows_the_task():
+    cfg = compose_run(["method=probe", "probe.task=regression", "probe.target=ink"])
+    assert (cfg.method.monitor, cfg.method.monitor_mode) == ("val/mae", "min")
+    cfg = compose_run(["method=probe"])
+    assert (cfg.method.monitor, cfg.method.monitor_mode) == ("val/auroc", "max")
+
+
+@pytest.mark.parametrize(
+    "override", ["method.temprature=0.2", "trainer.max_epoch=3", "hardware=tpu", "probe.mode=x"]
+)
+def test_misspelt_keys_and_options_fail_with_hydras_message(override: str):
+    with pytest.raises(ConfigCompositionException):
+        compose_run([override])
