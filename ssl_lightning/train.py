@@ -10,8 +10,10 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
@@ -22,12 +24,22 @@ from ssl_lightning.runs import LossTrace, git_commit, scalar_metrics, write_resu
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
+def build(node: Any, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, letting a UserError from a constructor through unwrapped."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
+
+
 def build_datamodule(cfg: DictConfig, run_dir: Path) -> ViewsDataModule:
     """The data module for `cfg.dataset`, with the augmentation of `cfg.augment`."""
     ds = cfg.dataset
     return ViewsDataModule(
-        source=instantiate(ds.source),
-        augment=instantiate(cfg.augment),
+        source=build(ds.source),
+        augment=build(cfg.augment),
         channels=ds.channels,
         val_fraction=ds.val_fraction,
         test_fraction=ds.test_fraction,
@@ -42,7 +54,7 @@ def build_datamodule(cfg: DictConfig, run_dir: Path) -> ViewsDataModule:
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     """One Lightning logger per entry of `cfg.logger` (empty for logger=none)."""
-    return [instantiate(node) for node in cfg.logger.values()]
+    return [build(node) for node in cfg.logger.values()]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -51,7 +63,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg, run_dir)
-    model = instantiate(OmegaConf.to_container(cfg.method, resolve=True), _recursive_=False)
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    model = build(method, _recursive_=False, _convert_="all")
     loggers = build_loggers(cfg)
     commit = git_commit()
     for logger in loggers:
@@ -77,12 +90,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         default_root_dir=run_dir,
         use_distributed_sampler=False,
     )
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = scalar_metrics(trainer.callback_metrics)
-    if model.supervised:
-        tested = trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
-        metrics.update(scalar_metrics(tested[0]))
-    wandb_dirs = [str(lg.experiment.dir) for lg in loggers if hasattr(lg.experiment, "dir")]
+    wandb_dirs = [str(lg.experiment.dir) for lg in loggers if isinstance(lg, WandbLogger)]
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        metrics = scalar_metrics(trainer.callback_metrics)
+        if model.supervised:
+            tested = trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
+            metrics.update(scalar_metrics(tested[0]))
+    finally:  # close W&B runs so the next job of a multirun starts its own
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.finish()
     results = {
         "method": HydraConfig.get().runtime.choices["method"],
         "dataset": cfg.dataset.name,
@@ -128,3 +146,7 @@ def main(cfg: DictConfig) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -4,25 +4,17 @@ import itertools
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigCompositionException
 
 from ssl_lightning.train import CONFIG_DIR
+from tests.helpers import compose_run
 
 CONF = Path(CONFIG_DIR)
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def compose_run(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 def test_every_group_has_its_documented_options():
@@ -46,7 +38,7 @@ def test_every_combination_composes(method: str, dataset: str, hardware: str, tm
     if method == "probe" and dataset == "hdf5":
         overrides.append("probe.task=regression")
         overrides.append("probe.target=m0")
-    cfg = compose_run(overrides)
+    cfg = compose_run(overrides, tmp_path)
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
     assert method_cfg["_target_"].startswith("ssl_lightning.methods.")
     assert method_cfg["backbone"]["in_channels"] == cfg.dataset.channels
@@ -55,16 +47,16 @@ def test_every_combination_composes(method: str, dataset: str, hardware: str, tm
     assert OmegaConf.to_container(cfg.dataset, resolve=True)["source"]["_target_"]
 
 
-def test_probe_monitor_follows_the_task():
-    cfg = compose_run(["method=probe", "probe.task=regression", "probe.target=ink"])
+def test_probe_monitor_follows_the_task(tmp_path):
+    cfg = compose_run(["method=probe", "probe.task=regression", "probe.target=ink"], tmp_path)
     assert (cfg.method.monitor, cfg.method.monitor_mode) == ("val/mae", "min")
-    cfg = compose_run(["method=probe"])
+    cfg = compose_run(["method=probe"], tmp_path)
     assert (cfg.method.monitor, cfg.method.monitor_mode) == ("val/auroc", "max")
 
 
 @pytest.mark.parametrize(
     "override", ["method.temprature=0.2", "trainer.max_epoch=3", "hardware=tpu", "probe.mode=x"]
 )
-def test_misspelt_keys_and_options_fail_with_hydras_message(override: str):
+def test_misspelt_keys_and_options_fail_with_hydras_message(override: str, tmp_path):
     with pytest.raises(ConfigCompositionException):
-        compose_run([override])
+        compose_run([override], tmp_path)

@@ -1,0 +1,99 @@
+"""`ssl-train` end to end on tiny data: runs, results.json, checkpoints, W&B offline, probes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from ssl_lightning.methods.simclr import SimCLR
+from ssl_lightning.train import build_datamodule
+from ssl_lightning.wandb_offline import offline_run_file, read_history
+from tests.helpers import compose_run
+
+
+def test_simclr_run_writes_results_and_checkpoints(pretrained):
+    assert (pretrained["method"], pretrained["dataset"], pretrained["seed"]) == (
+        "simclr",
+        "synthetic",
+        0,
+    )
+    on_disk = json.loads((Path(pretrained["run_dir"]) / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(pretrained))
+    for name in ("last", "best"):
+        assert Path(pretrained["checkpoints"][name]).is_file()
+    metrics = pretrained["metrics"]
+    for key in ("train/loss", "val/loss", "val/online_acc", "val/online_auroc"):
+        assert math.isfinite(metrics[key]), key
+    assert 0 <= metrics["val/online_acc"] <= 1
+    assert (Path(pretrained["run_dir"]) / "split.npz").is_file()
+    assert pretrained["duration_s"] > 0
+
+
+def test_best_checkpoint_restores_the_same_validation_metric(pretrained, tmp_path):
+    best = pretrained["checkpoints"]["best"]
+    saved = torch.load(best, map_location="cpu", weights_only=False)
+    ckpt_cb = next(v for k, v in saved["callbacks"].items() if "ModelCheckpoint" in k)
+    cfg = compose_run(["dataset=synthetic", "logger=none"], tmp_path)
+    model = SimCLR.load_from_checkpoint(best)
+    datamodule = build_datamodule(cfg, Path(pretrained["run_dir"]))
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, use_distributed_sampler=False)
+    (validated,) = trainer.validate(model, datamodule=datamodule, verbose=False)
+    assert validated["val/loss"] == pytest.approx(float(ckpt_cb["best_model_score"]), rel=1e-5)
+
+
+def test_barlow_twins_loss_falls_on_synthetic_data(train):
+    results = train(["method=barlow_twins", "trainer.max_epochs=4"])
+    assert results["train_loss_last_epoch"] < results["train_loss_first_step"]
+    assert math.isfinite(results["metrics"]["val/loss"])
+
+
+def test_wandb_offline_run_is_readable_from_its_files(train):
+    results = train(["logger=wandb", "trainer.max_epochs=1"])
+    wandb_file = offline_run_file(Path(results["run_dir"]))
+    assert Path(results["wandb_dir"]).is_relative_to(Path(results["run_dir"]))
+    losses = [row["train/loss"] for row in read_history(wandb_file) if "train/loss" in row]
+    assert len(losses) == 12  # 384 training samples / batch 32, logged every step
+    assert losses[0] == pytest.approx(results["train_loss_first_step"], rel=1e-5)
+    assert sum(losses) / len(losses) == pytest.approx(results["train_loss_last_epoch"], rel=1e-5)
+
+
+def test_linear_probe_loads_the_pretrained_backbone_and_keeps_it_frozen(pretrained, train):
+    ckpt = pretrained["checkpoints"]["last"]
+    results = train(["method=probe", "probe.mode=linear", f"probe.backbone={ckpt}"], "probe")
+    for key in ("test/acc", "test/auroc", "val/auroc"):
+        assert 0 <= results["metrics"][key] <= 1, key
+    pretrained_state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    probe_state = torch.load(
+        results["checkpoints"]["last"], map_location="cpu", weights_only=False
+    )["state_dict"]
+    backbone_keys = [k for k in pretrained_state if k.startswith("backbone.")]
+    assert backbone_keys
+    for key in backbone_keys:
+        assert torch.equal(pretrained_state[key], probe_state[key]), key
+
+
+def test_finetune_probe_changes_the_backbone(pretrained, train):
+    ckpt = pretrained["checkpoints"]["last"]
+    results = train(["method=probe", "probe.mode=finetune", f"probe.backbone={ckpt}"], "ft")
+    before = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    after = torch.load(results["checkpoints"]["last"], map_location="cpu", weights_only=False)[
+        "state_dict"
+    ]
+    assert not torch.equal(before["backbone.stem.0.weight"], after["backbone.stem.0.weight"])
+
+
+def test_regression_probe_reports_errors_in_target_units(train):
+    results = train(
+        ["method=probe", "probe.mode=scratch", "probe.task=regression", "probe.target=size"],
+        "reg",
+    )
+    metrics = results["metrics"]
+    assert 0 < metrics["test/mae"] <= metrics["test/rmse"]
+    saved = torch.load(results["checkpoints"]["best"], map_location="cpu", weights_only=False)
+    mean = float(saved["state_dict"]["target_mean"])
+    assert mean > 0 and float(saved["state_dict"]["target_std"]) > 0  # blob width, in pixels
