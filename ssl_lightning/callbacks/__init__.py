@@ -1,1 +1,0 @@
-"""callbacks of ssl_lightning."""
