@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,18 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics", "wandb", "numpy")
+
+
+def provenance(dataset_fingerprint: str) -> dict[str, Any]:
+    """What makes a run reproducible besides its config: code commit, package versions, data."""
+    return {
+        "git_commit": git_commit(),
+        "packages": {name: metadata.version(name) for name in PACKAGES},
+        "dataset_fingerprint": dataset_fingerprint,
+    }
 
 
 def git_commit() -> str | None:

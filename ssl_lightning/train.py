@@ -9,19 +9,31 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ssl_lightning.data.datamodule import ViewsDataModule
+from ssl_lightning.distributed import use_job_command_for_ddp_children
 from ssl_lightning.errors import UserError
-from ssl_lightning.runs import LossTrace, git_commit, scalar_metrics, write_results
+from ssl_lightning.preemption import SaveOnSignal
+from ssl_lightning.runs import LossTrace, provenance, scalar_metrics, write_results
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+TRAINER_HARDWARE_KEYS = (
+    "accelerator",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "precision",
+    "sync_batchnorm",
+)
 
 
 def build(node: Any, **kwargs: Any) -> Any:
@@ -48,31 +60,50 @@ def build_datamodule(cfg: DictConfig, run_dir: Path) -> ViewsDataModule:
         normalize=ds.normalize,
         seed=cfg.seed,
         split_file=str(run_dir / "split.npz"),
+        pin_memory=cfg.hardware.pin_memory,
+        channels_last=cfg.hardware.channels_last,
         **cfg.data,
     )
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    """One Lightning logger per entry of `cfg.logger` (empty for logger=none)."""
-    return [build(node) for node in cfg.logger.values()]
+def hardware_trainer_args(hardware: DictConfig) -> dict[str, Any]:
+    """Trainer arguments of the `hardware` group; bf16 falls back to fp16 on GPUs without it."""
+    args = {key: hardware[key] for key in TRAINER_HARDWARE_KEYS}
+    if (
+        args["precision"] == "bf16-mixed"
+        and args["accelerator"] == "gpu"
+        and torch.cuda.is_available()
+        and not torch.cuda.is_bf16_supported()
+    ):
+        args["precision"] = "16-mixed"
+    return args
+
+
+def resume_checkpoint(cfg: DictConfig, checkpoint_dir: Path) -> str | None:
+    """`ckpt_path` if given ('last' included), else this run folder's last.ckpt if present."""
+    if cfg.ckpt_path:
+        return cfg.ckpt_path
+    last = checkpoint_dir / "last.ckpt"
+    return str(last) if last.is_file() else None
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (and for probes, test) as configured; returns what results.json holds."""
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
+    checkpoint_dir = run_dir / "checkpoints"
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    use_job_command_for_ddp_children()
     datamodule = build_datamodule(cfg, run_dir)
     method = OmegaConf.to_container(cfg.method, resolve=True)
     model = build(method, _recursive_=False, _convert_="all")
-    loggers = build_loggers(cfg)
-    commit = git_commit()
+    if cfg.hardware.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loggers = [build(node) for node in cfg.logger.values()]
     for logger in loggers:
-        logger.log_hyperparams(
-            {"config": OmegaConf.to_container(cfg, resolve=True), "git_commit": commit}
-        )
+        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
+        dirpath=checkpoint_dir,
         filename="best",
         monitor=model.monitor,
         mode=model.monitor_mode,
@@ -80,11 +111,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         auto_insert_metric_name=False,
     )
     trace = LossTrace()
-    callbacks = [checkpoint, trace]
+    callbacks = [checkpoint, trace, SaveOnSignal(checkpoint_dir)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = L.Trainer(
         **cfg.trainer,
+        **hardware_trainer_args(cfg.hardware),
         logger=loggers or False,
         callbacks=callbacks,
         default_root_dir=run_dir,
@@ -92,11 +124,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     wandb_dirs = [str(lg.experiment.dir) for lg in loggers if isinstance(lg, WandbLogger)]
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, checkpoint_dir))
         metrics = scalar_metrics(trainer.callback_metrics)
         if model.supervised:
             tested = trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
             metrics.update(scalar_metrics(tested[0]))
+        record = provenance(datamodule.source.fingerprint())
+        for logger in loggers:
+            logger.log_hyperparams({"provenance": record})
     finally:  # close W&B runs so the next job of a multirun starts its own
         for logger in loggers:
             if isinstance(logger, WandbLogger):
@@ -110,10 +145,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "train_loss_first_step": trace.first,
         "train_loss_last_epoch": trace.last_epoch_mean,
         "checkpoints": {"last": checkpoint.last_model_path, "best": checkpoint.best_model_path},
+        "global_batch": model.global_batch,
+        "lr_scaled": model.scaled_lr,
         "duration_s": round(time.time() - started, 2),
         "wandb_dir": wandb_dirs[0] if wandb_dirs else None,
-        "git_commit": commit,
         "run_dir": str(run_dir),
+        **record,
     }
     if trainer.is_global_zero:
         write_results(run_dir / "results.json", results)
@@ -146,6 +183,14 @@ def main(cfg: DictConfig) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:
+        last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        print(
+            f"stopped by a signal: checkpoint saved to {last}; rerun the same command "
+            f"with hydra.run.dir={cfg.paths.output_dir} to resume",
+            file=sys.stderr,
+        )
+        raise SystemExit(143) from None
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def test_every_combination_composes(method: str, dataset: str, hardware: str, tm
     assert method_cfg["_target_"].startswith("ssl_lightning.methods.")
     assert method_cfg["backbone"]["in_channels"] == cfg.dataset.channels
     assert method_cfg["num_classes"] == cfg.dataset.num_classes
-    assert cfg.trainer.accelerator in ("cpu", "gpu")
+    assert cfg.hardware.accelerator in ("cpu", "gpu")
+    assert cfg.hardware.strategy in ("auto", "ddp")
     assert OmegaConf.to_container(cfg.dataset, resolve=True)["source"]["_target_"]
 
 

@@ -41,6 +41,7 @@ class ViewsDataModule(L.LightningDataModule):
         eval_batch_size: int,
         num_workers: int,
         pin_memory: bool,
+        channels_last: bool,
         seed: int,
         split_file: str | None,
     ) -> None:
@@ -61,6 +62,7 @@ class ViewsDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.seed = seed
         self.split_file = Path(split_file) if split_file else None
         self.split: dict[str, np.ndarray] = {}
@@ -129,9 +131,10 @@ class ViewsDataModule(L.LightningDataModule):
         """Mean/std of a regression target over the labelled training subset (for standardising)."""
         targets = self.source.targets
         if name not in targets:
+            known = ", ".join(targets) or "none"
             raise UserError(
-                f"regression target {name!r} not in the dataset (has: {', '.join(targets) or 'none'})"
-                ": set probe.target to one of them"
+                f"regression target {name!r} not in the dataset (has: {known}): "
+                "set probe.target to one of them"
             )
         values = targets[name][self.train_indices(supervised=True)].astype(np.float64)
         return float(values.mean()), float(max(values.std(), 1e-8))
@@ -174,7 +177,7 @@ class ViewsDataModule(L.LightningDataModule):
 
     # --- views on the device ------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        image = batch.pop("image")
+        image = batch.pop("image").contiguous(memory_format=self.memory_format)
         mean, std = self.mean.to(image.device), self.std.to(image.device)
         batch["x"] = (image - mean) / std
         num_views = getattr(self.trainer.lightning_module, "num_views", 0) if self.trainer else 0
