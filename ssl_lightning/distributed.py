@@ -1,18 +1,25 @@
 """Lightning's DDP launch under Hydra, fixed for multirun.
 
 Lightning starts ranks 1..N-1 by re-running the command line. Under `ssl-train -m ...` that command
-is the whole sweep, so every extra rank re-ran every job into its own sweep folder. Children
-must instead run exactly the current job: its own overrides, in its own output folder.
+is the whole sweep, so every extra rank re-ran every job into a sweep folder of its own. Children
+must instead run exactly the current job: its own overrides, in its own output folder. And after
+a job the launching process must forget the job's process group and DDP environment variables,
+or the next job of the sweep would reuse the dead group instead of starting its own ranks.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
-from lightning.fabric.strategies.launchers import subprocess_script
+from lightning.pytorch.strategies.launchers import subprocess_script
+
+DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
@@ -27,6 +34,18 @@ def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     return command, get_original_cwd()
 
 
-def use_job_command_for_ddp_children() -> None:
-    """Make Lightning's subprocess launcher start children with `job_subprocess_cmd`."""
+@contextmanager
+def ddp_job_scope() -> Iterator[None]:
+    """Run one job: children start with the job's command; afterwards the group is gone."""
     subprocess_script._hydra_subprocess_cmd = job_subprocess_cmd
+    saved = {key: os.environ.get(key) for key in DDP_ENV}
+    try:
+        yield
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

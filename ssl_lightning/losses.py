@@ -17,75 +17,14 @@ exponentials / squares, which bf16/fp16 resolve too coarsely.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+
+from ssl_lightning.collectives import gather_rows, sum_over_ranks, world_and_rank
 
 __all__ = ["barlow_twins_loss", "nt_xent_loss"]
 
 _BN_EPS = 1e-5  # BatchNorm1d's default, so the standardisation matches the paper's affine-free BN
-
-
-# --------------------------------------------------------------------------------------------
-# Distributed helpers
-# --------------------------------------------------------------------------------------------
-def _is_distributed() -> bool:
-    """True when a process group with more than one rank is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _world_and_rank() -> tuple[int, int]:
-    return (dist.get_world_size(), dist.get_rank()) if _is_distributed() else (1, 0)
-
-
-class _GatherRows(torch.autograd.Function):
-    """Concatenate every rank's [n, d] tensor along dim 0, in rank order, keeping the graph.
-
-    Backward: rank r's input received gradient from its slice of the gathered tensor on *every*
-    rank, so the gradient is the sum over ranks of that slice. We all-reduce the full gradient
-    and slice it (a reduce-scatter would move less data, but not every backend has one and
-    embeddings are small). Written on the public `dist` API because
-    `torch.distributed.nn.functional` is deprecated (FutureWarning on every call) in recent torch.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        world, rank = dist.get_world_size(), dist.get_rank()
-        ctx.rank, ctx.rows = rank, x.shape[0]
-        parts = [torch.empty_like(x, memory_format=torch.contiguous_format) for _ in range(world)]
-        dist.all_gather(parts, x.contiguous())
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
-
-
-class _SumOverRanks(torch.autograd.Function):
-    """All-reduce (sum) that keeps the graph: d(sum)/d(input_r) = 1 for every rank's output,
-    so the backward is again a sum over ranks of the incoming gradients."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        out = x.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(grad)
-        return grad
-
-
-def _gather_rows(x: Tensor) -> Tensor:
-    return _GatherRows.apply(x) if _is_distributed() else x
-
-
-def _sum_over_ranks(x: Tensor) -> Tensor:
-    return _SumOverRanks.apply(x) if _is_distributed() else x
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,7 +59,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     how hard the negatives are weighted.
 
     Distributed: the candidates are the 2N embeddings of the global batch (N = world·n), the
-    anchors this rank's 2n rows; the gradient flows to other ranks through `_GatherRows`. Each
+    anchors this rank's 2n rows; the gradient flows to other ranks through `gather_rows`. Each
     rank's mean over its anchors is L_r, the global loss L = mean_r L_r, and since the gather's
     backward sums contributions from all ranks, rank r's embeddings receive Σ_s ∂L_s/∂z_r =
     world·∂L/∂z_r; DDP's 1/world average then gives exactly ∂L/∂θ. The returned value is the
@@ -136,13 +75,13 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     _check_pair(z1, z2, "nt_xent_loss")
     if temperature <= 0:
         raise ValueError(f"nt_xent_loss needs temperature > 0, got {temperature}")
-    world, rank = _world_and_rank()
+    world, rank = world_and_rank()
     n = z1.shape[0]
     with torch.autocast(device_type=z1.device.type, enabled=False):
         u1 = F.normalize(_full_precision(z1), dim=1)
         u2 = F.normalize(_full_precision(z2), dim=1)
         big_n = n * world
-        candidates = torch.cat([_gather_rows(u1), _gather_rows(u2)])  # [2N, d]
+        candidates = torch.cat([gather_rows(u1), gather_rows(u2)])  # [2N, d]
         anchors = torch.cat([u1, u2])  # [2n, d]
         logits = anchors @ candidates.T / temperature  # [2n, 2N]
 
@@ -157,9 +96,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
         loss = F.cross_entropy(logits.masked_fill(is_self, float("-inf")), pos_idx)
 
         if world > 1:
-            mean = loss.detach().clone()
-            dist.all_reduce(mean)
-            mean /= world
+            mean = sum_over_ranks(loss.detach()) / world
             loss = mean + (loss - loss.detach())  # value: global mean; gradient: L_r's
     return loss
 
@@ -173,9 +110,9 @@ def _standardise(z: Tensor, big_n: int) -> Tensor:
     Two passes (mean, then centred squares) instead of E[z²] - E[z]² to avoid cancellation;
     each pass all-reduces one vector of per-rank, per-feature sums.
     """
-    mean = _sum_over_ranks(z.sum(dim=0)) / big_n
+    mean = sum_over_ranks(z.sum(dim=0)) / big_n
     centred = z - mean
-    var = _sum_over_ranks(centred.pow(2).sum(dim=0)) / big_n
+    var = sum_over_ranks(centred.pow(2).sum(dim=0)) / big_n
     return centred / torch.sqrt(var + _BN_EPS)
 
 
@@ -210,14 +147,14 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float, scale: float = 1.0) 
         Scalar loss (float32 for half-precision inputs).
     """
     _check_pair(z1, z2, "barlow_twins_loss")
-    world, _ = _world_and_rank()
+    world, _ = world_and_rank()
     n, d = z1.shape
     big_n = n * world
     with torch.autocast(device_type=z1.device.type, enabled=False):
         # Features are standardised independently, so both views share one pair of all-reduces.
         both = _standardise(torch.cat([_full_precision(z1), _full_precision(z2)], dim=1), big_n)
         s1, s2 = both[:, :d], both[:, d:]
-        c = _sum_over_ranks(s1.T @ s2) / big_n
+        c = sum_over_ranks(s1.T @ s2) / big_n
         diag = torch.diagonal(c)
         on_diag = (1 - diag).pow(2).sum()
         # Zeroing the diagonal of C² in place (not Σ C² - Σ diag²) avoids cancelling ~d against

@@ -20,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ssl_lightning.data.datamodule import ViewsDataModule
-from ssl_lightning.distributed import use_job_command_for_ddp_children
+from ssl_lightning.distributed import ddp_job_scope
 from ssl_lightning.errors import UserError
+from ssl_lightning.models.global_batchnorm import convert_to_global_batchnorm
 from ssl_lightning.preemption import SaveOnSignal
 from ssl_lightning.runs import LossTrace, provenance, scalar_metrics, write_results
 
@@ -69,6 +70,8 @@ def build_datamodule(cfg: DictConfig, run_dir: Path) -> ViewsDataModule:
 def hardware_trainer_args(hardware: DictConfig) -> dict[str, Any]:
     """Trainer arguments of the `hardware` group; bf16 falls back to fp16 on GPUs without it."""
     args = {key: hardware[key] for key in TRAINER_HARDWARE_KEYS}
+    if args["accelerator"] == "cpu":
+        args["sync_batchnorm"] = False  # done by GlobalBatchNorm instead
     if (
         args["precision"] == "bf16-mixed"
         and args["accelerator"] == "gpu"
@@ -93,12 +96,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = run_dir / "checkpoints"
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    use_job_command_for_ddp_children()
     datamodule = build_datamodule(cfg, run_dir)
     method = OmegaConf.to_container(cfg.method, resolve=True)
     model = build(method, _recursive_=False, _convert_="all")
     if cfg.hardware.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.hardware.sync_batchnorm and cfg.hardware.accelerator == "cpu":
+        convert_to_global_batchnorm(model)  # torch's SyncBatchNorm refuses CPU modules
     loggers = [build(node) for node in cfg.logger.values()]
     for logger in loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
@@ -179,7 +183,8 @@ def print_summary(results: dict[str, Any], monitor: str) -> None:
 def main(cfg: DictConfig) -> None:
     """Console script `ssl-train`: bad input ends in one line on stderr and exit status 2."""
     try:
-        run(cfg)
+        with ddp_job_scope():
+            run(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

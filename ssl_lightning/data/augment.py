@@ -1,0 +1,429 @@
+"""Batched view augmentations with keyed per-sample randomness: SimCLR's set and a jet set.
+
+Both modules take a float32 batch x [N, C, H, W] already on the device and int64 keys [N] from
+`random_keys.sample_keys`, and return a new tensor of the same shape (the input is left alone).
+Every random choice for sample i is drawn from keys[i] alone, so a sample's view does not depend
+on the other samples in its batch or on the rank. No Python loop visits samples: each operation
+acts on the whole batch with per-sample parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ssl_lightning.data.random_keys import keyed_uniform, keyed_uniform_at
+
+_CROP_TRIES = 10  # RandomResizedCrop's attempts before falling back to the whole image
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights: grayscale, contrast mean, YIQ luma
+_RGB_TO_YIQ = (_LUMA, (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+
+
+def _check_probability(name: str, p: float) -> float:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name}={p} must lie in [0, 1]")
+    return float(p)
+
+
+def _check_range(name: str, bounds: Sequence[float]) -> tuple[float, float]:
+    lo, hi = (float(b) for b in bounds)
+    if not 0.0 < lo <= hi:
+        raise ValueError(f"{name}={list(bounds)} must be [low, high] with 0 < low <= high")
+    return lo, hi
+
+
+def _between(u: Tensor, lo: float, hi: float) -> Tensor:
+    return lo + (hi - lo) * u
+
+
+def _factor(u: Tensor, strength: float) -> Tensor:
+    """A colour factor uniform in [max(0, 1 - strength), 1 + strength], as torchvision draws."""
+    return _between(u, max(0.0, 1.0 - strength), 1.0 + strength)
+
+
+def _pixel_centres(size: int, like: Tensor) -> Tensor:
+    """Pixel centres along one axis in grid_sample's [-1, 1] coordinates (align_corners=False)."""
+    return (2 * torch.arange(size, dtype=like.dtype, device=like.device) + 1) / size - 1
+
+
+def _select(keep: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """The entries of 1-d tensors where `keep` holds (index_select beats t[mask] on CPU)."""
+    index = keep.nonzero()[:, 0]
+    return tuple(t.index_select(0, index) for t in tensors)
+
+
+class NaturalAugment(nn.Module):
+    """SimCLR views of natural images in [0, 1], in SimCLR's order.
+
+    Random resized crop and horizontal flip are one per-sample affine sampled bilinearly (output
+    keeps H, W). Colour jitter (fixed order brightness, contrast, saturation, hue), grayscale and
+    the contrast mean are all affine in RGB, so they fold into one per-sample 3x3 matrix plus
+    offset, clamped to [0, 1] once instead of after each factor. Hue is a rotation of the chroma
+    plane of YIQ. Then Gaussian blur (separable, per-sample kernels via grouped convolution) and
+    solarize (x >= 0.5 -> 1 - x). Saturation, hue and grayscale need RGB: for C != 3 only
+    brightness and contrast (mean over all channels) are jittered; crop, flip, blur and solarize
+    work for any C.
+    """
+
+    def __init__(
+        self,
+        crop_scale: Sequence[float],
+        crop_ratio: Sequence[float],
+        flip_p: float,
+        jitter_p: float,
+        brightness: float,
+        contrast: float,
+        saturation: float,
+        hue: float,
+        grayscale_p: float,
+        blur_p: float,
+        blur_sigma: Sequence[float],
+        solarize_p: float,
+    ) -> None:
+        super().__init__()
+        self.crop_scale = _check_range("crop_scale", crop_scale)
+        if self.crop_scale[1] > 1.0:
+            raise ValueError(f"crop_scale={list(crop_scale)} is a fraction of the area: <= 1")
+        self.crop_ratio = _check_range("crop_ratio", crop_ratio)
+        self.flip_p = _check_probability("flip_p", flip_p)
+        self.jitter_p = _check_probability("jitter_p", jitter_p)
+        self.brightness = float(brightness)
+        self.contrast = float(contrast)
+        self.saturation = float(saturation)
+        if not 0.0 <= hue <= 0.5:
+            raise ValueError(f"hue={hue} is a fraction of a turn: it must lie in [0, 0.5]")
+        self.hue = float(hue)
+        self.grayscale_p = _check_probability("grayscale_p", grayscale_p)
+        self.blur_p = _check_probability("blur_p", blur_p)
+        self.blur_sigma = _check_range("blur_sigma", blur_sigma)
+        self.solarize_p = _check_probability("solarize_p", solarize_p)
+        to_yiq = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
+        self.register_buffer("to_yiq", to_yiq.float(), persistent=False)
+        self.register_buffer("from_yiq", torch.linalg.inv(to_yiq).float(), persistent=False)
+        self.register_buffer("luma", torch.tensor(_LUMA), persistent=False)
+
+    def forward(self, x: Tensor, keys: Tensor) -> Tensor:
+        u = keyed_uniform(keys, 2 * _CROP_TRIES + 12).to(x.dtype)
+        crop_u = u[:, : 2 * _CROP_TRIES]
+        (pos_x, pos_y, flip_u, jitter_u, b_u, c_u, s_u, h_u, gray_u, blur_u, sigma_u, sol_u) = u[
+            :, 2 * _CROP_TRIES :
+        ].unbind(1)
+        x = self._crop_flip(x, crop_u, pos_x, pos_y, flip_u < self.flip_p)
+        if self.jitter_p > 0 or self.grayscale_p > 0:
+            jitter = jitter_u < self.jitter_p
+            x = self._colour(x, jitter, b_u, c_u, s_u, h_u, gray_u < self.grayscale_p)
+        if self.blur_p > 0:
+            blur = blur_u < self.blur_p
+            if blur.any():
+                x[blur] = self._blur(x[blur], _between(sigma_u[blur], *self.blur_sigma))
+        if self.solarize_p > 0:
+            solarize = (sol_u < self.solarize_p)[:, None, None, None]
+            x = torch.where(solarize & (x >= 0.5), 1.0 - x, x)
+        return x.clamp_(0.0, 1.0)  # bilinear and blur are convex mixes: only rounding leaves [0,1]
+
+    def _crop_flip(
+        self, x: Tensor, crop_u: Tensor, pos_x: Tensor, pos_y: Tensor, flip: Tensor
+    ) -> Tensor:
+        """Samples the first of the tries whose box fits (else the whole image), mirrored."""
+        n, c, h, w = x.shape
+        area = _between(crop_u[:, :_CROP_TRIES], *self.crop_scale)
+        log_lo, log_hi = (math.log(r) for r in self.crop_ratio)
+        ratio = torch.exp(_between(crop_u[:, _CROP_TRIES:], log_lo, log_hi))
+        width = torch.sqrt(area * ratio * (h / w))  # box sides as fractions of the image sides
+        height = torch.sqrt(area / ratio * (w / h))
+        fits = (width <= 1) & (height <= 1)
+        first = fits.to(x.dtype).argmax(1, keepdim=True)  # argmax returns the first maximum
+        found = fits.any(1)
+        width = torch.where(found, width.gather(1, first)[:, 0], 1.0)
+        height = torch.where(found, height.gather(1, first)[:, 0], 1.0)
+        # box centre in grid_sample's [-1, 1] coordinates: left edge at pos * (1 - side)
+        centre_x = 2 * pos_x * (1 - width) + width - 1
+        centre_y = 2 * pos_y * (1 - height) + height - 1
+        # The map is axis-aligned, so the grid is an outer sum of per-column x and per-row y
+        # (cheaper than affine_grid's batched matrix product).
+        sign = 1 - 2 * flip.to(x.dtype)
+        grid_x = (width * sign)[:, None] * _pixel_centres(w, x) + centre_x[:, None]
+        grid_y = height[:, None] * _pixel_centres(h, x) + centre_y[:, None]
+        grid = torch.stack(
+            [grid_x[:, None, :].expand(n, h, w), grid_y[:, :, None].expand(n, h, w)], 3
+        )
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def _colour(
+        self,
+        x: Tensor,
+        jitter: Tensor,
+        b_u: Tensor,
+        c_u: Tensor,
+        s_u: Tensor,
+        h_u: Tensor,
+        gray: Tensor,
+    ) -> Tensor:
+        """Applies jitter then grayscale as y = A x + t with one batched matrix product.
+
+        Brightness b and contrast k give k b x + (1 - k) b m, m the mean luma of x; saturation,
+        hue and grayscale are 3x3 matrices M applied after, so A = k b M, t = (1 - k) b m M 1.
+        """
+        n, c, h, w = x.shape
+        pixels = x.reshape(n, c, h * w)
+        one = torch.ones_like(b_u)
+        bright = torch.where(jitter, _factor(b_u, self.brightness), one)
+        contrast = torch.where(jitter, _factor(c_u, self.contrast), one)
+        if c == 3:
+            mean = pixels.mean(2) @ self.luma.to(x)
+            saturation = torch.where(jitter, _factor(s_u, self.saturation), one)
+            turn = torch.where(jitter, _between(h_u, -self.hue, self.hue), 0.0)
+            matrix = self._chroma_matrix(saturation, 2 * math.pi * turn, gray)
+        else:
+            mean = pixels.mean((1, 2))
+            matrix = torch.eye(c, dtype=x.dtype, device=x.device).expand(n, c, c)
+        offset = ((1 - contrast) * bright * mean)[:, None] * matrix.sum(2)
+        scale = (contrast * bright)[:, None, None]
+        out = torch.baddbmm(offset[:, :, None], matrix * scale, pixels)
+        return out.clamp_(0.0, 1.0).view(n, c, h, w)
+
+    def _chroma_matrix(self, saturation: Tensor, angle: Tensor, gray: Tensor) -> Tensor:
+        """Per-sample grayscale . hue . saturation as [N, 3, 3] matrices acting on RGB."""
+        luma = self.luma.to(saturation)
+        eye = torch.eye(3, dtype=saturation.dtype, device=saturation.device)
+        to_gray = torch.ones(3, 1, dtype=luma.dtype, device=luma.device) * luma  # rows = luma
+        s = saturation[:, None, None]
+        sat = s * eye + (1 - s) * to_gray
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        rot = eye.repeat(len(angle), 1, 1)
+        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+        hue = self.from_yiq.to(saturation) @ rot @ self.to_yiq.to(saturation)
+        grayscale = torch.where(gray[:, None, None], to_gray, eye)
+        return grayscale @ hue @ sat
+
+    def _blur(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Separable Gaussian blur, one kernel per sample, reaching 3 sigma_max (reflect pad)."""
+        n, c, h, w = x.shape
+        radius = min(math.ceil(3 * self.blur_sigma[1]), min(h, w) - 1)
+        taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        kernel = torch.exp(-(taps**2) / (2 * sigma[:, None] ** 2))
+        kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)
+        y = F.pad(x.reshape(1, n * c, h, w), (radius,) * 4, mode="reflect")
+        y = F.conv2d(y, kernel[:, None, None, :], groups=n * c)
+        y = F.conv2d(y, kernel[:, None, :, None], groups=n * c)
+        return y.view(n, c, h, w)
+
+
+# 90-degree rotations R^k, R = [[0, 1], [-1, 0]], acting on centred (row, column) coordinates:
+# R^1 is torch.rot90(k=1) read backwards (output pixel <- source pixel)
+_ROT90 = ((1, 0, 0, 1), (0, 1, -1, 0), (-1, 0, 0, -1), (0, -1, 1, 0))
+_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+class JetAugment(nn.Module):
+    """Physics-safe views of calorimeter jet images (pixel = summed pT >= 0, jet-axis centred).
+
+    In order, per sample:
+    - rotate_any (optional): a bilinear rotation by a uniform angle about the centre, rescaled
+      per channel so total pT is kept; images must be square.
+    - geometry: eta (row) and phi (column) flips, a rotation by k * 90 degrees about the centre
+      (rot90; square images) and an integer shift up to max_shift pixels (zero fill), composed
+      into one exact pixel permutation: pixel values are kept bit for bit, and so is total pT
+      except what the shift pushes out of the frame.
+    - smear and noise, on active pixels (> 0) only: v * max(0, 1 + smear * z1) + noise * z2,
+      clamped at 0, with z1, z2 normal from Box-Muller on per-pixel keyed uniforms.
+    - drop_soft (probability drop_soft_p): in each channel, pixels below the q-quantile of the
+      channel's active values are zeroed, q ~ U(0, drop_soft_max_frac) per sample. A quantile,
+      not a fraction of the maximum, because pixel pT spans decades: it removes up to that share
+      of the hits, always the softest, never the hardest.
+    - split (probability split_p): each active pixel is picked with probability split_frac and
+      moves a fraction z ~ U(0, 0.5) of its pT (the softer side of a collinear splitting) to one
+      of its 8 neighbours; moves that would leave the image are skipped, so per-channel total pT
+      is conserved and the hit count never drops.
+    No colour or zoom augmentations: they would change the physics (pT scale, jet mass).
+
+    The pixel operations work on the list of hits and draw their per-pixel uniforms with
+    `keyed_uniform_at` there only: jet images are sparse (about 1% of pixels), so their cost
+    follows the hit count, not the image size. Split adds one neighbour direction at a time, so
+    no two writes hit the same pixel at once and the result is deterministic on GPUs too.
+    """
+
+    def __init__(
+        self,
+        flip_p: float,
+        rot90: bool,
+        rotate_any: bool,
+        max_shift: int,
+        smear: float,
+        noise: float,
+        drop_soft_p: float,
+        drop_soft_max_frac: float,
+        split_p: float,
+        split_frac: float,
+    ) -> None:
+        super().__init__()
+        self.flip_p = _check_probability("flip_p", flip_p)
+        self.rot90 = bool(rot90)
+        self.rotate_any = bool(rotate_any)
+        if max_shift < 0:
+            raise ValueError(f"max_shift={max_shift} must be >= 0")
+        self.max_shift = int(max_shift)
+        if smear < 0 or noise < 0:
+            raise ValueError(f"smear={smear} and noise={noise} are widths: they must be >= 0")
+        self.smear = float(smear)
+        self.noise = float(noise)
+        self.drop_soft_p = _check_probability("drop_soft_p", drop_soft_p)
+        if not 0.0 <= drop_soft_max_frac < 1.0:
+            raise ValueError(f"drop_soft_max_frac={drop_soft_max_frac} must lie in [0, 1)")
+        self.drop_soft_max_frac = float(drop_soft_max_frac)
+        self.split_p = _check_probability("split_p", split_p)
+        self.split_frac = _check_probability("split_frac", split_frac)
+
+    def forward(self, x: Tensor, keys: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        if (self.rot90 or self.rotate_any) and h != w:
+            raise ValueError(f"rotations need square images, got {h}x{w}")
+        u = keyed_uniform(keys, 9)
+        eta_u, phi_u, turn_u, angle_u, dy_u, dx_u, drop_u, quantile_u, split_u = u.unbind(1)
+        if self.rotate_any:
+            x = self._rotate(x, 2 * math.pi * angle_u)
+        eta_sign = 1 - 2 * (eta_u < self.flip_p).long()
+        phi_sign = 1 - 2 * (phi_u < self.flip_p).long()
+        quarter_turns = (4 * turn_u).long() if self.rot90 else torch.zeros_like(eta_sign)
+        shift = torch.stack([dy_u, dx_u], 1).mul_(2 * self.max_shift + 1).long() - self.max_shift
+        x = self._permute(x, eta_sign, phi_sign, quarter_turns, shift)
+        if not (self.smear or self.noise or self.drop_soft_p or self.split_p):
+            return x
+        pixels = x.view(n, c * h * w)  # x is a fresh tensor: edits below leave the input alone
+        sample, position = pixels.nonzero().T.contiguous()  # the hits: jet images are sparse
+        if self.smear or self.noise:
+            self._smear(pixels, sample, position, keys)
+        if self.drop_soft_p:
+            chosen = drop_u < self.drop_soft_p
+            sample, position = self._drop_soft(pixels, sample, position, chosen, quantile_u, c)
+        if self.split_p:
+            self._split(pixels, sample, position, keys, split_u < self.split_p, (h, w))
+        return x
+
+    def _permute(
+        self, x: Tensor, eta_sign: Tensor, phi_sign: Tensor, quarter_turns: Tensor, shift: Tensor
+    ) -> Tensor:
+        """Flips, 90-degree turns and shift as one gather: output pixel <- source pixel.
+
+        Works in doubled centred coordinates (2i - (H - 1)), where turns about the image centre
+        are integer matrices. Each row of such a matrix has one non-zero entry, so every term of
+        the source coordinates depends on the output row or on the output column alone: the
+        index arithmetic and the bounds check run on [N, H] and [N, W] pieces, not [N, H, W].
+        """
+        n, c, h, w = x.shape
+        m = torch.tensor(_ROT90, device=x.device)[quarter_turns].view(n, 2, 2)
+        m = m * torch.stack([eta_sign, phi_sign], 1)[:, :, None]  # diag(signs) @ R^k
+        r = 2 * torch.arange(h, device=x.device) - (h - 1) - 2 * shift[:, :1]  # [N, H]
+        q = 2 * torch.arange(w, device=x.device) - (w - 1) - 2 * shift[:, 1:]  # [N, W]
+        by_r = m[:, :, :1] * r[:, None, :]  # [N, 2, H]: (source row, column) terms from r
+        by_q = m[:, :, 1:] * q[:, None, :]  # [N, 2, W]: ... and from q
+        ok_r = (by_r[:, 0].abs() <= h - 1) & (by_r[:, 1].abs() <= w - 1)
+        ok_q = (by_q[:, 0].abs() <= h - 1) & (by_q[:, 1].abs() <= w - 1)
+        # 2 (i W + j) = (row2 + H - 1) W + col2 + W - 1, split into the r and q parts
+        twice_r = by_r[:, 0] * w + by_r[:, 1]
+        twice_q = by_q[:, 0] * w + by_q[:, 1] + ((h - 1) * w + w - 1)
+        index = twice_r[:, :, None] + twice_q[:, None, :]
+        index >>= 1
+        outside = ~(ok_r[:, :, None] & ok_q[:, None, :])
+        index.masked_fill_(outside, 0)  # any valid source: these pixels are zeroed below
+        out = x.reshape(n, c, h * w).gather(2, index.view(n, 1, h * w).expand(n, c, h * w))
+        return out.masked_fill_(outside.view(n, 1, h * w), 0.0).view(n, c, h, w)
+
+    def _rotate(self, x: Tensor, angle: Tensor) -> Tensor:
+        """Bilinear rotation about the centre, rescaled so each channel keeps its total pT.
+
+        Bilinear resampling of spiky images gains or loses several percent of the sum; the
+        rescaling removes that artefact (and spreads what the corners lose over the rest).
+        """
+        h, w = x.shape[2:]
+        cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+        xs, ys = _pixel_centres(w, x)[None, None, :], _pixel_centres(h, x)[None, :, None]
+        grid = torch.stack([cos * xs - sin * ys, sin * xs + cos * ys], 3)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        before, after = x.sum((2, 3), keepdim=True), out.sum((2, 3), keepdim=True)
+        return out * torch.where(after > 0, before / after, 0.0)
+
+    def _smear(self, pixels: Tensor, sample: Tensor, position: Tensor, keys: Tensor) -> None:
+        """Multiplicative smearing and additive noise on the hits, in place."""
+        size = pixels.shape[1]
+        u1 = keyed_uniform_at(keys, sample, position)
+        u2 = keyed_uniform_at(keys, sample, position + size)
+        radius = torch.sqrt(-2 * torch.log(1 - u1))  # 1 - u1 lies in (0, 1]
+        phase = 2 * math.pi * u2
+        flat, hits = pixels.view(-1), sample * size + position
+        value = flat.index_select(0, hits)
+        if self.smear:
+            value *= (1 + self.smear * radius * torch.cos(phase)).clamp_(min=0)
+        if self.noise:
+            value = (value + self.noise * radius * torch.sin(phase)).clamp_(min=0)
+        flat.index_copy_(0, hits, value)
+
+    def _drop_soft(
+        self,
+        pixels: Tensor,
+        sample: Tensor,
+        position: Tensor,
+        chosen: Tensor,
+        quantile_u: Tensor,
+        c: int,
+    ) -> tuple[Tensor, Tensor]:
+        """Zeroes the chosen samples' soft pixels in place; returns the hits still standing."""
+        size = pixels.shape[1]
+        flat, hits = pixels.view(-1), sample * size + position
+        value = flat.index_select(0, hits)
+        alive = value > 0  # noise may have zeroed some hits
+        cand = (alive & chosen.index_select(0, sample)).nonzero()[:, 0]
+        if len(cand):
+            cand_value = value.index_select(0, cand)
+            row = sample.index_select(0, cand) * c + position.index_select(0, cand) // (size // c)
+            # Sort by (row, value) in one pass: positive float32 bit patterns order like the
+            # floats. Hits arrive grouped by row, which keeps the sort cheap.
+            ordered = torch.sort((row << 31) | cand_value.view(torch.int32).long()).values
+            ordered_row = ordered >> 31
+            ordered_value = (ordered & 0x7FFFFFFF).int().view(torch.float32)
+            all_rows = torch.arange(len(chosen) * c, device=pixels.device)
+            start = torch.searchsorted(ordered_row, all_rows)
+            count = torch.searchsorted(ordered_row, all_rows, right=True) - start
+            quantile = quantile_u.repeat_interleave(c) * self.drop_soft_max_frac
+            rank = (quantile * count).long()  # < count: the hardest pixel always stays
+            threshold = ordered_value.index_select(0, (start + rank).clamp_(max=len(cand) - 1))
+            (dropped,) = _select(cand_value < threshold.index_select(0, row), cand)
+            flat.index_fill_(0, hits.index_select(0, dropped), 0.0)
+            alive.index_fill_(0, dropped, False)
+        sample, position = _select(alive, sample, position)
+        return sample, position
+
+    def _split(
+        self,
+        pixels: Tensor,
+        sample: Tensor,
+        position: Tensor,
+        keys: Tensor,
+        chosen: Tensor,
+        hw: tuple[int, int],
+    ) -> None:
+        """Moves part of the pT of random hits to random neighbours, in place."""
+        (h, w), size = hw, pixels.shape[1]
+        sample, position = _select(chosen.index_select(0, sample), sample, position)
+        picked = keyed_uniform_at(keys, sample, position + 2 * size) < self.split_frac
+        sample, position = _select(picked, sample, position)
+        direction = (8 * keyed_uniform_at(keys, sample, position + 3 * size)).long()
+        fraction = 0.5 * keyed_uniform_at(keys, sample, position + 4 * size)
+        step = torch.tensor(_NEIGHBOURS, device=pixels.device).index_select(0, direction)
+        row = position % (h * w) // w + step[:, 0]
+        col = position % w + step[:, 1]
+        inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+        hits = sample * size + position
+        hits, direction, fraction, step = _select(inside, hits, direction, fraction, step)
+        flat = pixels.view(-1)
+        value = flat.index_select(0, hits)
+        moved = fraction * value
+        flat.index_copy_(0, hits, value - moved)
+        target = hits + step[:, 0] * w + step[:, 1]
+        for d in range(len(_NEIGHBOURS)):  # one direction at a time: its targets are distinct
+            index, amount = _select(direction == d, target, moved)
+            flat.index_copy_(0, index, flat.index_select(0, index) + amount)
