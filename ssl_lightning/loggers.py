@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 
@@ -19,12 +20,31 @@ def wandb_api_key_configured() -> bool:
 def wandb_logger(
     project: str, entity: str | None, mode: str, save_dir: str, tags: list[str]
 ) -> WandbLogger:
-    """A WandbLogger writing into the run folder; `mode=auto` never blocks on a login prompt."""
+    """A WandbLogger writing into the run folder; `mode=auto` never blocks on a login prompt.
+
+    Its run id is kept in the run folder, so resuming the run (same folder) resumes the W&B run.
+    """
     if mode not in ("auto", "offline", "online"):
         raise ValueError(f"logger.wandb.mode={mode!r}: use auto, offline or online")
     offline = mode == "offline" or (mode == "auto" and not wandb_api_key_configured())
     if offline:
         os.environ["WANDB_MODE"] = "offline"
     return WandbLogger(
-        project=project, entity=entity, save_dir=save_dir, offline=offline, tags=list(tags)
+        project=project,
+        entity=entity,
+        save_dir=save_dir,
+        offline=offline,
+        tags=list(tags),
+        id=run_id(Path(save_dir) / "wandb_run_id"),
+        resume="allow",
     )
+
+
+def run_id(path: Path) -> str:
+    """The W&B run id kept in the run folder, so a resumed job continues the same W&B run."""
+    if path.is_file():
+        return path.read_text().strip()
+    new_id = wandb.util.generate_id()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new_id + "\n")
+    return new_id

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from ssl_lightning.checkpoint_io import AtomicCheckpointIO
 from ssl_lightning.data.datamodule import ViewsDataModule
 from ssl_lightning.distributed import ddp_job_scope
 from ssl_lightning.errors import UserError
@@ -125,6 +126,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks=callbacks,
         default_root_dir=run_dir,
         use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
     )
     wandb_dirs = [str(lg.experiment.dir) for lg in loggers if isinstance(lg, WandbLogger)]
     try:

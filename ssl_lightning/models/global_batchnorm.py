@@ -2,8 +2,8 @@
 
 torch's SyncBatchNorm refuses CPU modules, but exact DDP (2 gloo processes on CPU equal to one
 process on the concatenated batch) needs the global statistics. This layer computes them with
-autograd-aware all-reduces (two passes: mean, then biased variance) and behaves like BatchNorm
-outside a multi-process group.
+autograd-aware all-reduces (two passes: mean, then biased variance, accumulated in float64) and
+behaves like BatchNorm outside a multi-process group.
 """
 
 from __future__ import annotations
@@ -26,18 +26,22 @@ class GlobalBatchNorm(_BatchNorm):
         if not (self.training and is_distributed()):
             return super().forward(x)
         dims = [0, *range(2, x.ndim)]
+        # float64 statistics, as torch's CPU BatchNorm accumulates: a feature with a large mean
+        # and a small spread loses its variance to float32 rounding otherwise.
+        wide = x.double()
         count = sum_over_ranks(torch.tensor(float(x.numel() // x.shape[1]), device=x.device))
-        mean = sum_over_ranks(x.sum(dims)) / count
+        mean = sum_over_ranks(wide.sum(dims)) / count
         shape = [1, -1] + [1] * (x.ndim - 2)
-        centred = x - mean.view(shape)
+        centred = wide - mean.view(shape)
         var = sum_over_ranks((centred * centred).sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 m = self.momentum
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * count / (count - 1), alpha=m)
+                self.running_mean.mul_(1 - m).add_(mean.detach().to(x.dtype), alpha=m)
+                unbiased = var.detach() * count / (count - 1)
+                self.running_var.mul_(1 - m).add_(unbiased.to(x.dtype), alpha=m)
                 self.num_batches_tracked.add_(1)
-        out = centred / torch.sqrt(var.view(shape) + self.eps)
+        out = (centred / torch.sqrt(var.view(shape) + self.eps)).to(x.dtype)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out

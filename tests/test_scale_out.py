@@ -1,0 +1,168 @@
+"""Scale-out: exact DDP, multirun with DDP, the submitit launcher, resume, determinism."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_lightning.train import run
+from tests.helpers import compose_run
+
+COMMON = ["dataset=synthetic", "logger=csv", "trainer.enable_progress_bar=false"]
+
+
+def ssl_train(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
+    """Start `ssl-train` as a user would, in `cwd`."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ssl_lightning.train", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+def weights(ckpt: str | Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return {k: v for k, v in state.items() if v.is_floating_point()}
+
+
+def assert_same_weights(a: dict, b: dict, rtol: float) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=rtol, atol=1e-6, msg=key)
+
+
+def test_ddp_multirun_runs_each_job_once_and_equals_one_process(tmp_path):
+    """2 gloo ranks x batch 32 == 1 process x batch 64 (same samples, same augmentation draws).
+
+    In float64: the equality is exact there; in float32 Barlow Twins amplifies last-bit
+    differences of the batched augmentation (batch 32 vs 64 kernels) to ~1e-3 in a step."""
+    overrides = [*COMMON, "debug=fast", "trainer.deterministic=true", "hardware.precision=64-true"]
+    proc = ssl_train(["-m", "hardware=ddp_cpu", "method=simclr,barlow_twins", *overrides], tmp_path)
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    sweeps = list((tmp_path / "multirun").iterdir())
+    assert len(sweeps) == 1, sweeps  # rank 1 must not re-run the sweep into a folder of its own
+    assert out.count("Launching 2 jobs locally") == 1
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for job, method in zip(jobs, ["simclr", "barlow_twins"], strict=True):
+        results = json.loads((job / "results.json").read_text())
+        assert (results["method"], results["global_batch"]) == (method, 64)
+        assert (job / "ddp_rank_1.log").is_file()  # rank 1 ran this job, in this folder
+        single = run(
+            compose_run(
+                [f"method={method}", *overrides, "data.batch_size=64"],
+                tmp_path / f"single_{method}",
+            )
+        )
+        assert_same_weights(
+            weights(results["checkpoints"]["last"]),
+            weights(single["checkpoints"]["last"]),
+            rtol=1e-4,
+        )
+
+
+def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
+    proc = ssl_train(
+        ["-m", "hydra/launcher=local", "method=simclr,barlow_twins", "debug=fast", *COMMON],
+        tmp_path,
+    )
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    found = sorted(tmp_path.glob("multirun/*/*/results.json"))
+    assert [json.loads(p.read_text())["method"] for p in found] == ["simclr", "barlow_twins"]
+
+
+RESUMABLE = [*COMMON, "data.batch_size=64", "trainer.max_epochs=3", "trainer.deterministic=true"]
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not path.is_file():
+        assert proc.poll() is None, "training ended before the checkpoint appeared"
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    run_dir = tmp_path / "killed"
+    proc = ssl_train([*RESUMABLE, f"hydra.run.dir={run_dir}"], tmp_path)
+    wait_for(run_dir / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] < 3
+    resumed = ssl_train([*RESUMABLE, f"hydra.run.dir={run_dir}"], tmp_path)  # resumes by itself
+    out = finish(resumed)
+    assert resumed.returncode == 0, out[-3000:]
+    assert "Restoring states from the checkpoint" in out
+    uninterrupted = run(compose_run(RESUMABLE, tmp_path / "whole"))
+    resumed_results = json.loads((run_dir / "results.json").read_text())
+    assert_same_weights(
+        weights(resumed_results["checkpoints"]["last"]),
+        weights(uninterrupted["checkpoints"]["last"]),
+        rtol=1e-5,
+    )
+    for key in ("val/loss", "val/online_acc"):
+        assert resumed_results["metrics"][key] == pytest.approx(
+            uninterrupted["metrics"][key], rel=1e-5
+        )
+
+
+def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
+    run_dir = tmp_path / "stopped"
+    proc = ssl_train([*RESUMABLE, "trainer.max_epochs=50", f"hydra.run.dir={run_dir}"], tmp_path)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    wait_for(last, proc)
+    step_at_signal = torch.load(last, weights_only=False)["global_step"]
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc)
+    assert proc.returncode == 143, out[-3000:]
+    assert "checkpoint saved" in out
+    assert torch.load(last, weights_only=False)["global_step"] > step_at_signal
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    with open(next(run_dir.glob("csv/*/metrics.csv"))) as f:
+        return [float(row["train/loss"]) for row in csv.DictReader(f) if row["train/loss"]]
+
+
+def test_same_seed_and_deterministic_mode_give_an_identical_loss_curve(tmp_path):
+    overrides = [
+        *COMMON,
+        "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
+        "data.batch_size=32",
+        "trainer.deterministic=true",
+        "method=barlow_twins",
+    ]
+    first = run(compose_run(overrides, tmp_path / "a"))
+    second = run(compose_run(overrides, tmp_path / "b"))
+    curve = train_losses(Path(first["run_dir"]))
+    assert len(curve) == 24 and curve == train_losses(Path(second["run_dir"]))
+    other_seed = run(compose_run([*overrides, "seed=1"], tmp_path / "c"))
+    assert train_losses(Path(other_seed["run_dir"])) != curve
+    for key in ("git_commit", "packages", "dataset_fingerprint"):
+        assert first[key], key
+    assert (
+        first["packages"]["torch"] == torch.__version__.split("+")[0] or first["packages"]["torch"]
+    )
