@@ -163,6 +163,4 @@ def test_same_seed_and_deterministic_mode_give_an_identical_loss_curve(tmp_path)
     assert train_losses(Path(other_seed["run_dir"])) != curve
     for key in ("git_commit", "packages", "dataset_fingerprint"):
         assert first[key], key
-    assert (
-        first["packages"]["torch"] == torch.__version__.split("+")[0] or first["packages"]["torch"]
-    )
+    assert first["packages"]["torch"] == metadata.version("torch")
