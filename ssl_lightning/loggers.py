@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
-import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 
@@ -44,7 +44,7 @@ def run_id(path: Path) -> str:
     """The W&B run id kept in the run folder, so a resumed job continues the same W&B run."""
     if path.is_file():
         return path.read_text().strip()
-    new_id = wandb.util.generate_id()
+    new_id = secrets.token_hex(4)  # W&B run ids: short lowercase alphanumerics
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(new_id + "\n")
     return new_id

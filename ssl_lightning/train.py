@@ -59,7 +59,7 @@ def build_datamodule(cfg: DictConfig, run_dir: Path) -> ViewsDataModule:
         test_fraction=ds.test_fraction,
         split_seed=ds.split_seed,
         label_fraction=ds.label_fraction,
-        normalize=ds.normalize,
+        preprocess=OmegaConf.to_container(ds.preprocess, resolve=True),
         seed=cfg.seed,
         split_file=str(run_dir / "split.npz"),
         pin_memory=cfg.hardware.pin_memory,

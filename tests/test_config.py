@@ -21,6 +21,7 @@ def test_every_group_has_its_documented_options():
     assert options("method") == ["barlow_twins", "probe", "simclr"]
     assert set(options("hardware")) >= {"cpu", "gpu", "ddp", "multinode", "ddp_cpu"}
     assert set(options("logger")) == {"wandb", "csv", "tensorboard", "none"}
+    assert {"jets", "qg_e2e", "qg_e2e_parquet", "e2e_2g", "e2e_2g_labelled"} <= set(options("dataset"))
     assert {"digits", "synthetic", "hdf5", "cifar10", "image_folder"} <= set(options("dataset"))
     assert {"resnet15", "resnet15_wide", "resnet18_cifar"} <= set(options("backbone"))
 
@@ -31,11 +32,11 @@ def test_every_group_has_its_documented_options():
 )
 def test_every_combination_composes(method: str, dataset: str, hardware: str, tmp_path):
     overrides = [f"method={method}", f"dataset={dataset}", f"hardware={hardware}"]
-    if dataset == "hdf5":
+    if dataset in ("hdf5", "qg_e2e", "qg_e2e_parquet", "e2e_2g", "e2e_2g_labelled"):
         overrides.append(f"dataset.source.path={tmp_path}/x.h5")
     if dataset == "image_folder":
         overrides += [f"dataset.source.root={tmp_path}", "dataset.num_classes=2"]
-    if method == "probe" and dataset == "hdf5":
+    if method == "probe" and dataset in ("hdf5", "e2e_2g"):
         overrides.append("probe.task=regression")
         overrides.append("probe.target=m0")
     cfg = compose_run(overrides, tmp_path)

@@ -16,12 +16,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ssl_lightning.data.batching import BatchIndexSampler, BatchReader
+from ssl_lightning.data.preprocess import Preprocess
 from ssl_lightning.data.random_keys import sample_keys
 from ssl_lightning.data.sources.base import ImageSource
 from ssl_lightning.data.splits import labelled_subset, load_split, make_split, save_split
 from ssl_lightning.errors import UserError
 
-STATS_SAMPLE = 4096  # train images used for the normalisation statistics
+STATS_SAMPLE = 4096  # train images used for the scaling statistics
 
 
 class ViewsDataModule(L.LightningDataModule):
@@ -36,7 +37,7 @@ class ViewsDataModule(L.LightningDataModule):
         test_fraction: float,
         split_seed: int,
         label_fraction: float,
-        normalize: bool,
+        preprocess: dict,
         batch_size: int,
         eval_batch_size: int,
         num_workers: int,
@@ -57,7 +58,7 @@ class ViewsDataModule(L.LightningDataModule):
         self.test_fraction = test_fraction
         self.split_seed = split_seed
         self.label_fraction = label_fraction
-        self.normalize = normalize
+        self.preprocess = Preprocess(channels=channels, **preprocess)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -66,12 +67,6 @@ class ViewsDataModule(L.LightningDataModule):
         self.seed = seed
         self.split_file = Path(split_file) if split_file else None
         self.split: dict[str, np.ndarray] = {}
-        self.register_stats(torch.zeros(channels), torch.ones(channels))
-
-    def register_stats(self, mean: Tensor, std: Tensor) -> None:
-        """Per-channel normalisation, shaped to broadcast over [N, C, H, W]."""
-        self.mean = mean.view(1, -1, 1, 1).float()
-        self.std = std.view(1, -1, 1, 1).float()
 
     # --- metadata the methods need before fit -------------------------------------------------
     @property
@@ -96,8 +91,8 @@ class ViewsDataModule(L.LightningDataModule):
             )
             if self.split_file is not None and self._is_rank_zero():
                 save_split(self.split, self.split_file, fingerprint)
-        if self.normalize:
-            self.register_stats(*self._train_stats())
+        if self.preprocess.needs_statistics:
+            self.preprocess.fit(self._train_sample())
 
     def _is_rank_zero(self) -> bool:
         return self.trainer is None or self.trainer.global_rank == 0
@@ -110,15 +105,12 @@ class ViewsDataModule(L.LightningDataModule):
                 f"backbone's in_channels follows it): set dataset.channels={found}"
             )
 
-    def _train_stats(self) -> tuple[Tensor, Tensor]:
-        """Per-channel mean/std over (a seeded sample of) the training split only."""
+    def _train_sample(self) -> Tensor:
+        """A seeded sample of training images: statistics never see validation or test data."""
         train = self.split["train"]
         rng = np.random.default_rng(self.split_seed)
         sample = np.sort(rng.choice(train, size=min(len(train), STATS_SAMPLE), replace=False))
-        images = torch.from_numpy(self.source.read(sample)).double()
-        mean = images.mean(dim=(0, 2, 3))
-        std = images.std(dim=(0, 2, 3)).clamp_min(1e-8)
-        return mean.float(), std.float()
+        return torch.from_numpy(self.source.read(sample))
 
     def train_indices(self, supervised: bool) -> np.ndarray:
         """SSL pretraining uses the whole train split; supervised runs its labelled subset."""
@@ -177,15 +169,17 @@ class ViewsDataModule(L.LightningDataModule):
 
     # --- views on the device ------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        image = batch.pop("image").contiguous(memory_format=self.memory_format)
-        mean, std = self.mean.to(image.device), self.std.to(image.device)
-        batch["x"] = (image - mean) / std
+        raw = batch.pop("image").contiguous(memory_format=self.memory_format)
+        image = self.preprocess.suppress(raw)
+        batch["x"] = self.preprocess.scale(image)
         num_views = getattr(self.trainer.lightning_module, "num_views", 0) if self.trainer else 0
         if num_views:
             # evaluation views use epoch 0 every time, so the validation loss is comparable
             epoch = self.trainer.current_epoch if self.trainer.training else 0
             batch["views"] = [
-                (self.augment(image, sample_keys(self.seed, epoch, batch["index"], v)) - mean) / std
+                self.preprocess.scale(
+                    self.augment(image, sample_keys(self.seed, epoch, batch["index"], v))
+                )
                 for v in range(num_views)
             ]
         return batch

@@ -45,25 +45,57 @@ def _close_before_fork() -> None:
 os.register_at_fork(before=_close_before_fork)
 
 
-def write_sparse_images(group: h5py.Group, images: np.ndarray) -> None:
-    """Store float32 [N, C, H, W] images in `group` in the sparse format `HDF5Source` reads.
+SPARSE_CHUNK_ENTRIES = 65536  # uncompressed: a random row read touches one small chunk
+
+
+class SparseImageWriter:
+    """Streams images into `group` in the sparse format `HDF5Source` reads.
 
     Format: `indptr` int64 [N+1] (row i's entries are indptr[i]:indptr[i+1]), `index` int32
     [nnz] (flat position in C*H*W, channels-first, increasing and unique within a row), `value`
-    float32 [nnz], and the group attribute `shape` = (C, H, W).
+    float32 [nnz], and the group attribute `shape` = (C, H, W). Written block by block, so a
+    large file never needs all its dense images in memory.
     """
+
+    def __init__(
+        self, group: h5py.Group, num_images: int, shape: tuple[int, int, int], chunk_entries: int
+    ) -> None:
+        if int(np.prod(shape)) > np.iinfo(np.int32).max:
+            raise ValueError(f"C*H*W={int(np.prod(shape))} does not fit the int32 index")
+        group.attrs["shape"] = np.asarray(shape, dtype=np.int64)
+        group.create_dataset("indptr", shape=(num_images + 1,), dtype=np.int64, fillvalue=0)
+        for name, dtype in (("index", np.int32), ("value", np.float32)):
+            group.create_dataset(
+                name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(chunk_entries,)
+            )
+        self.group = group
+        self.rows = 0
+        self.nnz = 0
+
+    def append_sparse(self, counts: np.ndarray, index: np.ndarray, value: np.ndarray) -> None:
+        """Add rows given as per-row entry counts plus their concatenated (index, value)."""
+        lo, hi = self.rows, self.rows + len(counts)
+        self.group["indptr"][lo + 1 : hi + 1] = self.nnz + np.cumsum(counts)
+        end = self.nnz + len(index)
+        for name, data in (("index", index), ("value", value)):
+            self.group[name].resize((end,))
+            self.group[name][self.nnz : end] = data
+        self.rows, self.nnz = hi, end
+
+    def append_dense(self, images: np.ndarray) -> None:
+        """Add float32 [n, C, H, W] images, keeping their non-zero pixels."""
+        flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+        rows, cols = np.nonzero(flat)
+        counts = np.bincount(rows, minlength=len(flat))
+        self.append_sparse(counts, cols.astype(np.int32), flat[rows, cols])
+
+
+def write_sparse_images(group: h5py.Group, images: np.ndarray) -> None:
+    """Store float32 [N, C, H, W] images in `group` in the sparse format (see SparseImageWriter)."""
     if images.ndim != 4:
         raise ValueError(f"images must be [N, C, H, W], got shape {images.shape}")
-    flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
-    if flat.shape[1] > np.iinfo(np.int32).max:
-        raise ValueError(f"C*H*W={flat.shape[1]} does not fit the int32 index")
-    rows, cols = np.nonzero(flat)
-    indptr = np.zeros(len(flat) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=len(flat)), out=indptr[1:])
-    group.create_dataset("indptr", data=indptr)
-    group.create_dataset("index", data=cols.astype(np.int32))
-    group.create_dataset("value", data=flat[rows, cols])
-    group.attrs["shape"] = np.asarray(images.shape[1:], dtype=np.int64)
+    writer = SparseImageWriter(group, len(images), images.shape[1:], SPARSE_CHUNK_ENTRIES)
+    writer.append_dense(images)
 
 
 class HDF5Source(ImageSource):

@@ -1,0 +1,64 @@
+"""Pixel preprocessing: E2E-style zero-suppression, then per-channel scaling (and clipping).
+
+Zero-suppression acts on the raw image before the views are made (it removes readout noise);
+scaling acts on every view and on the clean image after augmentation, so physics-aware
+augmentations see pixel values in GeV. Statistics come from the training split only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ssl_lightning.errors import UserError
+
+SCALINGS = ("standard", "fixed", "none")
+
+
+class Preprocess:
+    """`suppress(raw)` before augmentation, `scale(x)` after it."""
+
+    def __init__(
+        self,
+        zero_suppress: float,
+        scaling: str,
+        channel_scales: list[float] | None,
+        clip: float | None,
+        channels: int,
+    ) -> None:
+        if scaling not in SCALINGS:
+            raise UserError(
+                f"dataset.preprocess.scaling={scaling!r}: use one of {', '.join(SCALINGS)}"
+            )
+        if scaling == "fixed" and (channel_scales is None or len(channel_scales) != channels):
+            raise UserError(
+                f"dataset.preprocess.scaling=fixed needs dataset.preprocess.channel_scales with "
+                f"one positive number per channel ({channels})"
+            )
+        self.zero_suppress = zero_suppress
+        self.scaling = scaling
+        self.clip = clip
+        self.offset = torch.zeros(1, channels, 1, 1)
+        scales = channel_scales if scaling == "fixed" else [1.0] * channels
+        self.divisor = torch.tensor(scales, dtype=torch.float32).view(1, channels, 1, 1)
+
+    @property
+    def needs_statistics(self) -> bool:
+        return self.scaling == "standard"
+
+    def fit(self, images: Tensor) -> None:
+        """Per-channel mean/std of (zero-suppressed) training images, for `standard` scaling."""
+        images = self.suppress(images).double()
+        self.offset = images.mean(dim=(0, 2, 3)).float().view(1, -1, 1, 1)
+        self.divisor = images.std(dim=(0, 2, 3)).clamp_min(1e-8).float().view(1, -1, 1, 1)
+
+    def suppress(self, x: Tensor) -> Tensor:
+        if self.zero_suppress > 0:
+            return torch.where(x < self.zero_suppress, torch.zeros_like(x), x)
+        return x
+
+    def scale(self, x: Tensor) -> Tensor:
+        if self.scaling == "none":
+            return x
+        out = (x - self.offset.to(x.device)) / self.divisor.to(x.device)
+        return out.clamp(-self.clip, self.clip) if self.clip else out
