@@ -2,7 +2,7 @@
 PYTHON ?= python
 export WANDB_MODE ?= offline
 
-.PHONY: install test lint format pretrain probe sweep
+.PHONY: install test lint format pretrain probe sweep data
 
 install:            ## README command 1: the package, its dependencies and the dev tools
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -26,3 +26,6 @@ probe:              ## linear probe of a checkpoint: make probe CKPT=outputs/...
 
 sweep:              ## a Hydra multirun over both SSL methods
 	ssl-train -m method=simclr,barlow_twins $(ARGS)
+
+data:               ## generate the built-in jets by hand (the default dataset also does it itself)
+	mkdir -p data/jets && ssl-make-jets --num-jets 6000 --seed 0 --out data/jets/jets_manual.h5 --workers 2
