@@ -97,3 +97,17 @@ def test_regression_probe_reports_errors_in_target_units(train):
     saved = torch.load(results["checkpoints"]["best"], map_location="cpu", weights_only=False)
     mean = float(saved["state_dict"]["target_mean"])
     assert mean > 0 and float(saved["state_dict"]["target_std"]) > 0  # blob width, in pixels
+
+
+def test_lpft_keeps_the_backbone_frozen_for_lp_epochs_then_fine_tunes(pretrained, train):
+    ckpt = pretrained["checkpoints"]["last"]
+    before = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    key = "backbone.stem.0.weight"
+    args = ["method=probe", "probe.mode=lpft", f"probe.backbone={ckpt}"]
+    linear_only = train([*args, "probe.lp_epochs=2"], "lp")  # both epochs in the linear phase
+    after_lp = torch.load(linear_only["checkpoints"]["last"], weights_only=False)["state_dict"]
+    assert torch.equal(before[key], after_lp[key])
+    assert not torch.equal(after_lp["head.weight"], torch.zeros_like(after_lp["head.weight"]))
+    both = train([*args, "probe.lp_epochs=1"], "lpft")
+    after_ft = torch.load(both["checkpoints"]["last"], weights_only=False)["state_dict"]
+    assert not torch.equal(before[key], after_ft[key])

@@ -1,7 +1,10 @@
-"""Probe: evaluate a backbone on labels — linear (frozen), fine-tune, or from scratch.
+"""Probe: evaluate a backbone on labels — linear (frozen), fine-tune, LP-FT, or from scratch.
 
-`scratch` is the supervised baseline every SSL result is compared against; `linear` and
-`finetune` start from a pretraining checkpoint. Regression targets are standardised with the
+`scratch` is the supervised baseline every SSL result is compared against; `linear`,
+`finetune` and `lpft` start from a pretraining checkpoint. `lpft` trains the head on frozen
+features first, then fine-tunes everything from that head: fine-tuning from a fresh head
+wrecked the pretrained features of the unnormalised E2E net in a quick study (1%-label AUC 0.68
+against 0.83 for the frozen probe), starting from the probe's head kept them. Regression targets are standardised with the
 labelled training subset's statistics for training, and metrics are reported in the target's
 own units.
 """
@@ -20,7 +23,7 @@ from ssl_lightning.metrics import class_scores, classification_metrics, regressi
 from ssl_lightning.models.registry import build_backbone, load_backbone_weights
 from ssl_lightning.optim import split_decay_groups
 
-MODES = ("linear", "finetune", "scratch")
+MODES = ("linear", "finetune", "lpft", "scratch")
 TASKS = ("classification", "regression")
 STAGES = ("val", "test")
 
@@ -38,6 +41,7 @@ class Probe(TrainingRecipe):
         target: str | None,
         backbone_checkpoint: str | None,
         backbone_lr_scale: float,
+        lp_epochs: int,
         optimizer: dict[str, Any],
         scheduler: dict[str, Any],
         num_classes: int | None,
@@ -87,8 +91,16 @@ class Probe(TrainingRecipe):
             self.target_mean.fill_(mean)
             self.target_std.fill_(std)
 
+    @property
+    def backbone_frozen(self) -> bool:
+        """linear: always; lpft: during its first `lp_epochs` (the linear-probe phase)."""
+        mode = self.hparams.mode
+        return mode == "linear" or (mode == "lpft" and self.current_epoch < self.hparams.lp_epochs)
+
     def on_train_epoch_start(self) -> None:
-        if self.hparams.mode == "linear":
+        frozen = self.backbone_frozen
+        self.backbone.requires_grad_(not frozen)
+        if frozen:
             self.backbone.eval()  # frozen features: BatchNorm statistics stay as pretrained
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -103,7 +115,7 @@ class Probe(TrainingRecipe):
         return groups
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.hparams.mode == "linear":
+        if self.backbone_frozen:
             with torch.no_grad():
                 features = self.backbone(x)
         else:
