@@ -126,6 +126,7 @@ class HDF5Source(ImageSource):
         self.label_key = label_key
         self.target_keys = list(target_keys)
         self._handle: h5py.File | None = None
+        self._datasets: dict[str, h5py.Dataset] = {}  # open parts of _handle (see _dataset)
         self._memory: dict[str, np.ndarray] = {}  # in_memory copies by part
         self._spans: dict[str, tuple[int, str, tuple[int, ...]]] = {}  # mappable parts
         self._maps: dict[str, np.ndarray] = {}  # this process's memory maps of those
@@ -225,8 +226,7 @@ class HDF5Source(ImageSource):
             rows = images[indices]
         else:  # read each unique row once, in file order, then reorder/expand
             unique, inverse = np.unique(indices, return_inverse=True)
-            dataset = self._file()[self._parts["images"]]
-            rows = _read_runs(dataset, unique, unique + 1)
+            rows = _read_runs(self._dataset("images"), unique, unique + 1)
             if not np.array_equal(unique, indices):
                 rows = rows[inverse]
         if self.layout == "channels_last":
@@ -258,7 +258,7 @@ class HDF5Source(ImageSource):
         unique, inverse = np.unique(indices, return_inverse=True)
         starts, ends = self._indptr[unique], self._indptr[unique + 1]
         index, value = (
-            _read_runs(self._file()[self._parts[part]], starts, ends) for part in ("index", "value")
+            _read_runs(self._dataset(part), starts, ends) for part in ("index", "value")
         )
         counts = ends - starts
         return index, value, (np.cumsum(counts) - counts)[inverse]
@@ -290,8 +290,16 @@ class HDF5Source(ImageSource):
             _open_sources.add(self)
         return self._handle
 
+    def _dataset(self, part: str) -> h5py.Dataset:
+        """The part's dataset, kept open: HDF5 drops a dataset's chunk cache when its last handle
+        closes, so opening it per batch would decompress every chunk again for every batch."""
+        if part not in self._datasets:
+            self._datasets[part] = self._file()[self._parts[part]]
+        return self._datasets[part]
+
     def close(self) -> None:
         """Close this process's handle; the next read reopens it."""
+        self._datasets = {}
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -299,6 +307,7 @@ class HDF5Source(ImageSource):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handle"] = None
+        state["_datasets"] = {}
         state["_maps"] = {}
         return state
 
