@@ -265,6 +265,17 @@ def test_jet_views_are_a_pure_function_of_the_keys():
         assert torch.equal(aug(x[i : i + 1], keys(16)[i : i + 1]), batch[i : i + 1])
 
 
+@pytest.mark.parametrize("height, width, rot90", [(16, 16, True), (15, 15, True), (16, 10, False)])
+def test_jet_pixel_ops_move_the_hits_exactly_where_the_geometry_gathers_them(height, width, rot90):
+    """With pixel operations on, only the hits are moved (forwards); the view must not change."""
+    x = jet_images(32)[..., :height, :width].contiguous(memory_format=torch.channels_last)
+    geometry = dict(flip_p=0.5, rot90=rot90, max_shift=3)
+    gathered = jet(**geometry, **PIXEL_OPS_OFF)(x, keys(32))
+    # drop_soft below the 0-quantile drops nothing: pixel operations on, pixels unchanged
+    no_op = {**PIXEL_OPS_OFF, "drop_soft_p": 1.0, "drop_soft_max_frac": 0.0}
+    assert torch.equal(jet(**geometry, **no_op)(x, keys(32)), gathered)
+
+
 def test_jet_any_angle_rotation_keeps_total_pt():
     x = jet_images(8)
     out = jet(rotate_any=True, max_shift=0, **PIXEL_OPS_OFF)(x, keys(8))

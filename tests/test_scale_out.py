@@ -18,7 +18,7 @@ import torch
 from ssl_lightning.train import run
 from tests.helpers import compose_run
 
-COMMON = ["dataset=synthetic", "logger=csv", "trainer.enable_progress_bar=false"]
+COMMON = ["dataset=synthetic", "augment=natural", "logger=csv", "trainer.enable_progress_bar=false"]
 
 
 def ssl_train(args: list[str], cwd: Path, **popen) -> subprocess.Popen:

@@ -279,6 +279,8 @@ class JetAugment(nn.Module):
         self.split_frac = _check_probability("split_frac", split_frac)
 
     def forward(self, x: Tensor, keys: Tensor) -> Tensor:
+        if x.dtype != torch.float32:  # the soft-deposit ranking reads float32 bit patterns
+            return self.forward(x.float(), keys).to(x.dtype)
         n, c, h, w = x.shape
         if (self.rot90 or self.rotate_any) and h != w:
             raise ValueError(f"rotations need square images, got {h}x{w}")
@@ -290,11 +292,13 @@ class JetAugment(nn.Module):
         phi_sign = 1 - 2 * (phi_u < self.flip_p).long()
         quarter_turns = (4 * turn_u).long() if self.rot90 else torch.zeros_like(eta_sign)
         shift = torch.stack([dy_u, dx_u], 1).mul_(2 * self.max_shift + 1).long() - self.max_shift
-        x = self._permute(x, eta_sign, phi_sign, quarter_turns, shift)
+        signed_turns = self._signed_turns(eta_sign, phi_sign, quarter_turns)
         if not (self.smear or self.noise or self.drop_soft_p or self.split_p):
-            return x
-        pixels = x.view(n, c * h * w)  # x is a fresh tensor: edits below leave the input alone
-        sample, position = pixels.nonzero().T.contiguous()  # the hits: jet images are sparse
+            return self._permute(x, signed_turns, shift)
+        # the pixel operations need the hits anyway: move only those (x becomes a fresh tensor,
+        # so the edits below leave the input alone)
+        x, sample, position = self._move_hits(x, signed_turns, shift)
+        pixels = x.view(n, c * h * w)
         if self.smear or self.noise:
             self._smear(pixels, sample, position, keys)
         if self.drop_soft_p:
@@ -304,10 +308,14 @@ class JetAugment(nn.Module):
             self._split(pixels, sample, position, keys, split_u < self.split_p, (h, w))
         return x
 
-    def _permute(
-        self, x: Tensor, eta_sign: Tensor, phi_sign: Tensor, quarter_turns: Tensor, shift: Tensor
-    ) -> Tensor:
-        """Flips, 90-degree turns and shift as one gather: output pixel <- source pixel.
+    @staticmethod
+    def _signed_turns(eta_sign: Tensor, phi_sign: Tensor, quarter_turns: Tensor) -> Tensor:
+        """[N, 2, 2] integer matrices diag(signs) @ R^k: flips and turns of centred coordinates."""
+        m = torch.tensor(_ROT90, device=eta_sign.device)[quarter_turns].view(-1, 2, 2)
+        return m * torch.stack([eta_sign, phi_sign], 1)[:, :, None]
+
+    def _permute(self, x: Tensor, m: Tensor, shift: Tensor) -> Tensor:
+        """Flips, 90-degree turns (`m`) and shift as one gather: output pixel <- source pixel.
 
         Works in doubled centred coordinates (2i - (H - 1)), where turns about the image centre
         are integer matrices. Each row of such a matrix has one non-zero entry, so every term of
@@ -315,8 +323,6 @@ class JetAugment(nn.Module):
         index arithmetic and the bounds check run on [N, H] and [N, W] pieces, not [N, H, W].
         """
         n, c, h, w = x.shape
-        m = torch.tensor(_ROT90, device=x.device)[quarter_turns].view(n, 2, 2)
-        m = m * torch.stack([eta_sign, phi_sign], 1)[:, :, None]  # diag(signs) @ R^k
         r = 2 * torch.arange(h, device=x.device) - (h - 1) - 2 * shift[:, :1]  # [N, H]
         q = 2 * torch.arange(w, device=x.device) - (w - 1) - 2 * shift[:, 1:]  # [N, W]
         by_r = m[:, :, :1] * r[:, None, :]  # [N, 2, H]: (source row, column) terms from r
@@ -332,6 +338,32 @@ class JetAugment(nn.Module):
         index.masked_fill_(outside, 0)  # any valid source: these pixels are zeroed below
         out = x.reshape(n, c, h * w).gather(2, index.view(n, 1, h * w).expand(n, c, h * w))
         return out.masked_fill_(outside.view(n, 1, h * w), 0.0).view(n, c, h, w)
+
+    def _move_hits(self, x: Tensor, m: Tensor, shift: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`_permute` run forwards on the hits only: source pixel -> output pixel.
+
+        `m` is orthogonal with integer entries, so its inverse is its transpose: each non-zero
+        pixel is written where `_permute`'s gather would fetch it from, and the image equals
+        `_permute(x)` exactly while the work follows the hit count instead of the image size.
+        Returns the image and its hits (sample, flat position): `nonzero` of it, in other order.
+        """
+        n, c, h, w = x.shape
+        source = x.reshape(n, c * h * w)
+        sample, position = source.nonzero().T.contiguous()
+        value = source[sample, position]
+        channel, pixel = position // (h * w), position % (h * w)
+        row2 = 2 * (pixel // w) - (h - 1)  # doubled centred coordinates of the source
+        col2 = 2 * (pixel % w) - (w - 1)
+        m, shift = m.index_select(0, sample), shift.index_select(0, sample)
+        # output doubled coordinates m^T (row2, col2), shifted; the sums are even (same parity)
+        row = (m[:, 0, 0] * row2 + m[:, 1, 0] * col2 + (h - 1)) // 2 + shift[:, 0]
+        col = (m[:, 0, 1] * row2 + m[:, 1, 1] * col2 + (w - 1)) // 2 + shift[:, 1]
+        inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+        position = channel * (h * w) + row * w + col
+        sample, position, value = _select(inside, sample, position, value)
+        out = torch.zeros_like(source, memory_format=torch.contiguous_format)
+        out.view(-1).index_copy_(0, sample * (c * h * w) + position, value)
+        return out.view(n, c, h, w), sample, position
 
     def _rotate(self, x: Tensor, angle: Tensor) -> Tensor:
         """Bilinear rotation about the centre, rescaled so each channel keeps its total pT.

@@ -4,9 +4,9 @@
 `finetune` and `lpft` start from a pretraining checkpoint. `lpft` trains the head on frozen
 features first, then fine-tunes everything from that head: fine-tuning from a fresh head
 wrecked the pretrained features of the unnormalised E2E net in a quick study (1%-label AUC 0.68
-against 0.83 for the frozen probe), starting from the probe's head kept them. Regression targets are standardised with the
-labelled training subset's statistics for training, and metrics are reported in the target's
-own units.
+against 0.83 for the frozen probe), starting from the probe's head kept them. Regression
+targets are standardised with the labelled training subset's statistics for training, and
+metrics are reported in the target's own units.
 """
 
 from __future__ import annotations
