@@ -13,6 +13,7 @@ import torch
 from ssl_lightning.methods.simclr import SimCLR
 from ssl_lightning.train import build_datamodule
 from ssl_lightning.wandb_offline import offline_run_file, read_history
+from tests.conftest import with_fast
 from tests.helpers import compose_run
 
 
@@ -38,7 +39,7 @@ def test_best_checkpoint_restores_the_same_validation_metric(pretrained, tmp_pat
     best = pretrained["checkpoints"]["best"]
     saved = torch.load(best, map_location="cpu", weights_only=False)
     ckpt_cb = next(v for k, v in saved["callbacks"].items() if "ModelCheckpoint" in k)
-    cfg = compose_run(["dataset=synthetic", "logger=none"], tmp_path)
+    cfg = compose_run(with_fast(["method=simclr", "logger=none"]), tmp_path)
     model = SimCLR.load_from_checkpoint(best)
     datamodule = build_datamodule(cfg, Path(pretrained["run_dir"]))
     trainer = L.Trainer(logger=False, enable_progress_bar=False, use_distributed_sampler=False)
