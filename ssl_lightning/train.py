@@ -10,6 +10,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+import wandb
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -116,7 +117,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         auto_insert_metric_name=False,
     )
     trace = LossTrace()
-    callbacks = [checkpoint, trace, SaveOnSignal(checkpoint_dir)]
+    monitor = cfg.monitor.probe_plots if model.supervised else cfg.monitor.representation
+    callbacks = [checkpoint, trace, SaveOnSignal(checkpoint_dir), build(monitor)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = L.Trainer(
@@ -142,6 +144,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for logger in loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.finish()
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            wandb.teardown()  # flush the offline .wandb file before results.json points at it
     results = {
         "method": HydraConfig.get().runtime.choices["method"],
         "dataset": cfg.dataset.name,

@@ -18,6 +18,7 @@ from ssl_lightning.methods.recipe import TrainingRecipe
 from ssl_lightning.metrics import class_scores, classification_metrics
 from ssl_lightning.models.heads import mlp
 from ssl_lightning.models.registry import build_backbone
+from ssl_lightning.monitors import std_ratio
 from ssl_lightning.optim import split_decay_groups
 
 
@@ -87,7 +88,7 @@ class SSLMethod(TrainingRecipe):
         every = self.trainer.log_every_n_steps
         written = every > 0 and (self.global_step + 1) % every == 0
         if written:
-            self.log("train/z_std", normalised_std(z1.detach()))
+            self.log("train/z_std", std_ratio(z1.detach()))
         if self.online_probe is not None and "y" in batch:
             probe_loss = F.cross_entropy(self.online_probe(features.detach()), batch["y"])
             if written:
@@ -109,8 +110,3 @@ def online_probe(in_dim: int, num_classes: int) -> nn.Module:
     its raw features drift in scale during pretraining and would destabilise a plain SGD probe."""
     return nn.Sequential(nn.BatchNorm1d(in_dim, affine=False), nn.Linear(in_dim, num_classes))
 
-
-def normalised_std(z: Tensor) -> Tensor:
-    """Mean per-dimension std of L2-normalised embeddings x sqrt(d): ~1 healthy, -> 0 collapsed."""
-    zn = F.normalize(z.float(), dim=1)
-    return zn.std(dim=0).mean() * zn.shape[1] ** 0.5
