@@ -21,7 +21,9 @@ def test_every_group_has_its_documented_options():
     assert options("method") == ["barlow_twins", "probe", "simclr"]
     assert set(options("hardware")) >= {"cpu", "gpu", "ddp", "multinode", "ddp_cpu"}
     assert set(options("logger")) == {"wandb", "csv", "tensorboard", "none"}
-    assert {"jets", "qg_e2e", "qg_e2e_parquet", "e2e_2g", "e2e_2g_labelled"} <= set(options("dataset"))
+    assert {"jets", "qg_e2e", "qg_e2e_parquet", "e2e_2g", "e2e_2g_labelled"} <= set(
+        options("dataset")
+    )
     assert {"digits", "synthetic", "hdf5", "cifar10", "image_folder"} <= set(options("dataset"))
     assert {"resnet15", "resnet15_wide", "resnet18_cifar"} <= set(options("backbone"))
 
