@@ -9,7 +9,9 @@ from ssl_lightning.models.resnet18_cifar import ResNet18CIFAR
 
 
 def e2e(in_channels: int = 3, norm: str = "none") -> ResNet15:
-    return ResNet15(in_channels, norm, widths=[16, 32], blocks=[3, 4], stem_kernel=7)
+    return ResNet15(
+        in_channels, norm, widths=[16, 32], blocks=[3, 4], stem_kernel=7, stem_padding=1
+    )
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -46,7 +48,9 @@ def test_unknown_norm_is_rejected():
 
 
 def test_wide_resnet15_is_about_2_8m_parameters():
-    wide = ResNet15(3, "batch", widths=[64, 128, 256], blocks=[2, 2, 2], stem_kernel=7)
+    wide = ResNet15(
+        3, "batch", widths=[64, 128, 256], blocks=[2, 2, 2], stem_kernel=7, stem_padding=3
+    )
     assert 2.6e6 < n_params(wide) < 3.0e6
     assert wide(torch.randn(2, 3, 32, 32)).shape == (2, 256)
 
@@ -63,3 +67,8 @@ def test_projector_layers_and_output():
     linears = [m for m in head if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [64, 64, 16]
     assert head(torch.randn(4, 32)).shape == (4, 16)
+
+
+def test_e2e_stem_pads_by_one_like_the_e2e_code():
+    stem_conv = e2e().stem[0]
+    assert stem_conv(torch.randn(1, 3, 32, 32)).shape[-2:] == (28, 28)
