@@ -314,3 +314,11 @@ def test_two_half_batches_give_the_views_of_the_whole_batch():
         whole = aug(x, k)
         halves = torch.cat([aug(x[:8], k[:8]), aug(x[8:], k[8:])])
         torch.testing.assert_close(halves, whole, atol=1e-6, rtol=0)
+
+
+def test_jet_views_do_not_depend_on_the_memory_layout():
+    """A channels-last batch (hardware.channels_last) is read in its own order, not copied."""
+    x = jet_images(16)
+    aug = jet(noise=0.1)
+    channels_last = aug(x.contiguous(memory_format=torch.channels_last), keys(16))
+    assert torch.equal(channels_last, aug(x.contiguous(), keys(16)))

@@ -348,10 +348,15 @@ class JetAugment(nn.Module):
         Returns the image and its hits (sample, flat position): `nonzero` of it, in other order.
         """
         n, c, h, w = x.shape
-        source = x.reshape(n, c * h * w)
-        sample, position = source.nonzero().T.contiguous()
-        value = source[sample, position]
-        channel, pixel = position // (h * w), position % (h * w)
+        # the hits in the batch's memory order: a channels-last batch is not copied
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        source = (x.permute(0, 2, 3, 1) if channels_last else x).reshape(n, c * h * w)
+        sample, index = source.nonzero().T.contiguous()
+        value = source[sample, index]
+        if channels_last:
+            pixel, channel = index // c, index % c
+        else:
+            channel, pixel = index // (h * w), index % (h * w)
         row2 = 2 * (pixel // w) - (h - 1)  # doubled centred coordinates of the source
         col2 = 2 * (pixel % w) - (w - 1)
         m, shift = m.index_select(0, sample), shift.index_select(0, sample)
@@ -361,7 +366,7 @@ class JetAugment(nn.Module):
         inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
         position = channel * (h * w) + row * w + col
         sample, position, value = _select(inside, sample, position, value)
-        out = torch.zeros_like(source, memory_format=torch.contiguous_format)
+        out = x.new_zeros(n, c * h * w)
         out.view(-1).index_copy_(0, sample * (c * h * w) + position, value)
         return out.view(n, c, h, w), sample, position
 
