@@ -115,11 +115,11 @@ class RepresentationMonitor(Callback):
             indices = np.sort(rng.choice(indices, self.max_samples, replace=False))
         projector = getattr(pl_module, "projector", None)
         parts: dict[str, list[Tensor]] = {}
-        for batch in evaluation_batches(datamodule, indices, pl_module.device):
-            features = pl_module.backbone(batch["x"]).float()
+        for batch in evaluation_batches(datamodule, indices, pl_module.device, pl_module.dtype):
+            features = pl_module.backbone(batch["x"])
             columns = {
-                "features": features,
-                "z": features if projector is None else projector(features).float(),
+                "features": features.float(),
+                "z": (features if projector is None else projector(features)).float(),
                 "count": batch["targets"][self.shortcut_target].float()
                 if self.shortcut_target in batch["targets"]
                 else (batch["image"] > 0).any(dim=1).sum(dim=(1, 2)).float(),
@@ -155,7 +155,9 @@ class ProbePlots(Callback):
     def plot(self, probe: L.LightningModule, datamodule: ViewsDataModule) -> list[Path]:
         """Write the figures for `probe` (a `Probe`) on the test split; returns their paths."""
         parts: dict[str, list[Tensor]] = {}
-        for batch in evaluation_batches(datamodule, datamodule.split["test"], probe.device):
+        for batch in evaluation_batches(
+            datamodule, datamodule.split["test"], probe.device, probe.dtype
+        ):
             features = probe.backbone(batch["x"])
             columns = {
                 "features": features.float(),

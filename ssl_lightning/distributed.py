@@ -5,12 +5,15 @@ is the whole sweep, so every extra rank re-ran every job into a sweep folder of 
 must instead run exactly the current job: its own overrides, in its own output folder. And after
 a job the launching process must forget the job's process group and DDP environment variables,
 or the next job of the sweep would reuse the dead group instead of starting its own ranks.
+A job that crashes while distributed ends the sweep: its other ranks are stuck in a collective,
+and the next job would wait on them until Lightning's watchdog kills the whole process.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -35,12 +38,24 @@ def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
 
 
 @contextmanager
-def ddp_job_scope() -> Iterator[None]:
-    """Run one job: children start with the job's command; afterwards the group is gone."""
+def ddp_job_scope(expected: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Run one job: children start with the job's command; afterwards the group is gone.
+
+    An exception other than the `expected` ones (which the caller reports) raised while the
+    process group spans several processes exits the process with status 1, past Hydra's
+    per-job error handling, so a sweep fails fast instead of hanging in its next job.
+    """
     subprocess_script._hydra_subprocess_cmd = job_subprocess_cmd
     saved = {key: os.environ.get(key) for key in DDP_ENV}
     try:
         yield
+    except expected:
+        raise
+    except Exception:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            traceback.print_exc()
+            raise SystemExit(1) from None
+        raise
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

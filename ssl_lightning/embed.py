@@ -35,7 +35,7 @@ HYDRA_INTERPOLATION = re.compile(r"\$\{hydra:([^}]+)\}")
 
 
 def evaluation_batches(
-    datamodule: ViewsDataModule, indices: np.ndarray, device: torch.device
+    datamodule: ViewsDataModule, indices: np.ndarray, device: torch.device, dtype: torch.dtype
 ) -> Iterator[dict]:
     """Batches of `indices` in order, on `device`, as evaluation sees them: `image` (raw after
     zero-suppression, physical units), `x` (preprocessed), `index`, `y`, `targets`.
@@ -53,7 +53,8 @@ def evaluation_batches(
             for key, value in batch.items()
         }
         batch["image"] = datamodule.preprocess.suppress(batch["image"])
-        batch["x"] = datamodule.preprocess.scale(batch["image"])
+        # the model's own dtype: outside a training step no precision plugin converts the input
+        batch["x"] = datamodule.preprocess.scale(batch["image"]).to(dtype)
         yield batch
 
 
@@ -63,7 +64,8 @@ def embed_indices(
 ) -> dict[str, np.ndarray]:
     """`embeddings` [N, out_dim] of the samples `indices` with their `index`, `y`, targets."""
     parts: dict[str, list[Tensor]] = {}
-    for batch in evaluation_batches(datamodule, indices, device):
+    dtype = next(backbone.parameters()).dtype
+    for batch in evaluation_batches(datamodule, indices, device, dtype):
         columns = {"embeddings": backbone(batch["x"]).float(), "index": batch["index"]}
         if "y" in batch:
             columns["y"] = batch["y"]

@@ -189,7 +189,7 @@ def print_summary(results: dict[str, Any], monitor: str) -> None:
 def main(cfg: DictConfig) -> None:
     """Console script `ssl-train`: bad input ends in one line on stderr and exit status 2."""
     try:
-        with ddp_job_scope():
+        with ddp_job_scope(expected=(UserError, SIGTERMException)):
             run(cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
