@@ -23,6 +23,10 @@ from ssl_lightning.data.splits import labelled_subset, load_split, make_split, s
 from ssl_lightning.errors import UserError
 
 STATS_SAMPLE = 4096  # train images used for the scaling statistics
+# A probe's validation split shrinks with its label fraction (with 1% of the labels there is no
+# full labelled validation set either), but keeps at least this many samples of each class, so
+# the ROC-AUC that picks the best checkpoint is defined and does not rest on one or two samples.
+MIN_VAL_PER_CLASS = 5
 
 
 class ViewsDataModule(L.LightningDataModule):
@@ -112,12 +116,30 @@ class ViewsDataModule(L.LightningDataModule):
         sample = np.sort(rng.choice(train, size=min(len(train), STATS_SAMPLE), replace=False))
         return torch.from_numpy(self.source.read(sample))
 
+    @property
+    def _supervised(self) -> bool:
+        """Whether the running module trains on labels (then the label fraction applies); without
+        a trainer (ssl-embed, callbacks reading a split) the loaders serve whole splits."""
+        module = self.trainer.lightning_module if self.trainer else None
+        return bool(getattr(module, "supervised", False))
+
     def train_indices(self, supervised: bool) -> np.ndarray:
         """SSL pretraining uses the whole train split; supervised runs its labelled subset."""
         train = self.split["train"]
         if not supervised:
             return train
         return labelled_subset(train, self.source.labels, self.label_fraction, self.split_seed)
+
+    def val_indices(self, supervised: bool) -> np.ndarray:
+        """SSL runs validate on the whole val split; supervised runs on the same label fraction of
+        it (stratified, nested, seeded like the training subset, >= MIN_VAL_PER_CLASS a class):
+        model selection then uses no more labels than the run claims."""
+        val = self.split["val"]
+        if not supervised:
+            return val
+        return labelled_subset(
+            val, self.source.labels, self.label_fraction, self.split_seed, MIN_VAL_PER_CLASS
+        )
 
     def target_stats(self, name: str) -> tuple[float, float]:
         """Mean/std of a regression target over the labelled training subset (for standardising)."""
@@ -146,7 +168,7 @@ class ViewsDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        supervised = bool(getattr(self.trainer.lightning_module, "supervised", False))
+        supervised = self._supervised
         indices = self.train_indices(supervised)
         world = self.trainer.world_size if self.trainer else 1
         if len(indices) < self.batch_size * world:
@@ -159,7 +181,7 @@ class ViewsDataModule(L.LightningDataModule):
         return self._loader(indices, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.split["val"], self.eval_batch_size, shuffle=False)
+        return self._loader(self.val_indices(self._supervised), self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.split["test"], self.eval_batch_size, shuffle=False)

@@ -37,9 +37,14 @@ def make_split(
 
 
 def labelled_subset(
-    indices: np.ndarray, labels: np.ndarray | None, fraction: float, seed: int
+    indices: np.ndarray,
+    labels: np.ndarray | None,
+    fraction: float,
+    seed: int,
+    min_per_class: int = 1,
 ) -> np.ndarray:
-    """A stratified, nested subset of `indices` holding `fraction` of each class (at least one)."""
+    """A stratified, nested subset of `indices` holding `fraction` of each class, and at least
+    `min_per_class` of each (all of a smaller class): nesting holds as every size is a prefix."""
     if not 0 < fraction <= 1:
         raise UserError(f"dataset.label_fraction={fraction} must lie in (0, 1], e.g. 0.01 for 1%")
     if fraction == 1:
@@ -53,7 +58,7 @@ def labelled_subset(
     chosen = []
     for group in groups:
         order = rng.permutation(len(group))
-        chosen.append(group[order[: max(1, math.ceil(fraction * len(group)))]])
+        chosen.append(group[order[: max(min_per_class, math.ceil(fraction * len(group)))]])
     return np.sort(np.concatenate(chosen))
 
 

@@ -109,4 +109,3 @@ def online_probe(in_dim: int, num_classes: int) -> nn.Module:
     """A linear classifier behind an affine-free BatchNorm: the E2E net has no normalisation, so
     its raw features drift in scale during pretraining and would destabilise a plain SGD probe."""
     return nn.Sequential(nn.BatchNorm1d(in_dim, affine=False), nn.Linear(in_dim, num_classes))
-

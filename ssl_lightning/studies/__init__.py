@@ -1,0 +1,1 @@
+"""The label-efficiency study: plan the probe jobs, label-free baselines, collect the results."""
