@@ -2,7 +2,7 @@
 PYTHON ?= python
 export WANDB_MODE ?= offline
 
-.PHONY: install test lint format pretrain probe sweep data
+.PHONY: install test lint format pretrain probe sweep data bench
 
 install:            ## README command 1: the package, its dependencies and the dev tools
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -29,3 +29,10 @@ sweep:              ## a Hydra multirun over both SSL methods
 
 data:               ## generate the built-in jets by hand (the default dataset also does it itself)
 	mkdir -p data/jets && ssl-make-jets --num-jets 6000 --seed 0 --out data/jets/jets_manual.h5 --workers 2
+
+bench:              ## images/s of the training step vs a bare-PyTorch ceiling -> bench_results.json
+	$(PYTHON) experiments/bench.py $(ARGS)
+
+.PHONY: study
+study:              ## label-efficiency study, small preset (2 CPU cores, < 45 min) -> studies/
+	$(PYTHON) experiments/label_efficiency.py experiment=label_efficiency_small $(ARGS)
