@@ -108,7 +108,7 @@ def test_lpft_keeps_the_backbone_frozen_for_lp_epochs_then_fine_tunes(pretrained
     linear_only = train([*args, "probe.lp_epochs=2"], "lp")  # both epochs in the linear phase
     after_lp = torch.load(linear_only["checkpoints"]["last"], weights_only=False)["state_dict"]
     assert torch.equal(before[key], after_lp[key])
-    assert not torch.equal(after_lp["head.weight"], torch.zeros_like(after_lp["head.weight"]))
+    assert not torch.equal(after_lp["head.1.weight"], torch.zeros_like(after_lp["head.1.weight"]))
     both = train([*args, "probe.lp_epochs=1"], "lpft")
     after_ft = torch.load(both["checkpoints"]["last"], weights_only=False)["state_dict"]
     assert not torch.equal(before[key], after_ft[key])

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ssl_lightning.methods.recipe import TrainingRecipe
 from ssl_lightning.metrics import class_scores, classification_metrics
-from ssl_lightning.models.heads import mlp
+from ssl_lightning.models.heads import linear_head, mlp
 from ssl_lightning.models.registry import build_backbone
 from ssl_lightning.monitors import std_ratio
 from ssl_lightning.optim import split_decay_groups
@@ -43,9 +43,7 @@ class SSLMethod(TrainingRecipe):
         self.monitor, self.monitor_mode = monitor, monitor_mode
         self.backbone = build_backbone(backbone)
         self.projector = mlp(self.backbone.out_dim, **projector)
-        self.online_probe = (
-            online_probe(self.backbone.out_dim, num_classes) if num_classes else None
-        )
+        self.online_probe = linear_head(self.backbone.out_dim, num_classes) if num_classes else None
         if num_classes:
             self.val_probe_metrics = classification_metrics(num_classes, "val/online_")
 
@@ -103,9 +101,3 @@ class SSLMethod(TrainingRecipe):
             clean = self.backbone(batch["x"])
             self.val_probe_metrics.update(class_scores(self.online_probe(clean)), batch["y"])
             self.log_dict(self.val_probe_metrics, prog_bar=True)
-
-
-def online_probe(in_dim: int, num_classes: int) -> nn.Module:
-    """A linear classifier behind an affine-free BatchNorm: the E2E net has no normalisation, so
-    its raw features drift in scale during pretraining and would destabilise a plain SGD probe."""
-    return nn.Sequential(nn.BatchNorm1d(in_dim, affine=False), nn.Linear(in_dim, num_classes))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from ssl_lightning.errors import UserError
 from ssl_lightning.methods.recipe import TrainingRecipe
 from ssl_lightning.metrics import class_scores, classification_metrics, regression_metrics
+from ssl_lightning.models.heads import linear_head
 from ssl_lightning.models.registry import build_backbone, load_backbone_weights
 from ssl_lightning.optim import split_decay_groups
 
@@ -72,7 +73,7 @@ class Probe(TrainingRecipe):
         if mode == "linear":
             self.backbone.requires_grad_(False)
         out = num_classes if task == "classification" else 1
-        self.head = nn.Linear(self.backbone.out_dim, out)
+        self.head = linear_head(self.backbone.out_dim, out)
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
         self.metrics = nn.ModuleDict(
