@@ -8,7 +8,7 @@ install:            ## README command 1: the package, its dependencies and the d
 	$(PYTHON) -m pip install -e ".[dev]"
 
 test:               ## README command 2: the whole test suite (CPU, ~minutes)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q --durations=15
 
 lint:               ## ruff lint + format check
 	$(PYTHON) -m ruff check ssl_lightning tests experiments
@@ -34,5 +34,5 @@ bench:              ## images/s of the training step vs a bare-PyTorch ceiling -
 	$(PYTHON) experiments/bench.py $(ARGS)
 
 .PHONY: study
-study:              ## label-efficiency study, small preset (2 CPU cores, < 45 min) -> studies/
+study:              ## label-efficiency study, small preset (~15 min on 2 CPU cores) -> studies/
 	$(PYTHON) experiments/label_efficiency.py experiment=label_efficiency_small $(ARGS)

@@ -205,7 +205,9 @@ def loader_job(args: argparse.Namespace) -> dict[str, Any]:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        overrides = job_overrides(args.workload, args.method, args.data_file, args.override)
+        # from the file, whatever the workload holds in memory: this measures the reading
+        extra = ["dataset.source.in_memory=false", *args.override]
+        overrides = job_overrides(args.workload, args.method, args.data_file, extra)
         cfg = compose_config(overrides, Path(tmp))
     source = train.build(cfg.dataset.source)
     sampler = BatchIndexSampler(np.arange(len(source)), LOADER_BATCH, True, cfg.seed, 0, 1)
