@@ -50,7 +50,8 @@ def git_commit() -> str | None:
 
 
 class LossTrace(Callback):
-    """Remembers the training loss of the first step and the mean over the last epoch."""
+    """Remembers the training loss of the first step and the mean over the last epoch (of every
+    step, not only of the logged ones)."""
 
     def __init__(self) -> None:
         self.first: float | None = None
@@ -61,10 +62,9 @@ class LossTrace(Callback):
         self.epoch_values = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        loss = trainer.callback_metrics.get("train/loss")
-        if loss is None:
-            return
-        value = float(loss)
+        # every step's loss as the step returned it: `train_loss` where the returned `loss`
+        # also holds other terms (the SSL methods' online probe), else `loss`
+        value = float(outputs.get("train_loss", outputs["loss"]))
         if self.first is None:
             self.first = value
         self.epoch_values.append(value)
