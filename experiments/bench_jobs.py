@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -26,9 +26,8 @@ import h5py
 import numpy as np
 import torch
 from bench import LOADER_TARGETS, QUICK, QUICK_OVERRIDES, WORKLOADS, Timing, job_overrides
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -41,20 +40,6 @@ from ssl_lightning.runs import LossTrace
 
 LOADER_BATCH = 256
 SCALING_GLOBAL_BATCH = 256
-
-
-def compose_config(overrides: Iterable[str], output_dir: Path) -> DictConfig:
-    """The config `ssl-train <overrides>` would run, with Hydra's runtime set as run() needs."""
-    with initialize_config_dir(config_dir=train.CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[*overrides, f"paths.output_dir={output_dir}"],
-            return_hydra_config=True,
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):  # hydra.main hands the task its config without the hydra node
-        del cfg["hydra"]
-    return cfg
 
 
 def peak_rss_mb(who: int) -> int:
@@ -159,7 +144,7 @@ def training_job(args: argparse.Namespace) -> dict[str, Any]:
     extra = ["trainer.max_epochs=1000", "trainer.limit_val_batches=0"]
     extra += [*QUICK_OVERRIDES] * args.quick + args.override
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        cfg = compose_config(
+        cfg = train.compose_run(
             job_overrides(args.workload, args.method, args.data_file, extra), Path(tmp)
         )
         source = train.build(cfg.dataset.source)
@@ -208,7 +193,7 @@ def loader_job(args: argparse.Namespace) -> dict[str, Any]:
         # from the file, whatever the workload holds in memory: this measures the reading
         extra = ["dataset.source.in_memory=false", *args.override]
         overrides = job_overrides(args.workload, args.method, args.data_file, extra)
-        cfg = compose_config(overrides, Path(tmp))
+        cfg = train.compose_run(overrides, Path(tmp))
     source = train.build(cfg.dataset.source)
     sampler = BatchIndexSampler(np.arange(len(source)), LOADER_BATCH, True, cfg.seed, 0, 1)
     reader = BatchReader(source)
@@ -265,7 +250,7 @@ def scaling_job(args: argparse.Namespace) -> dict[str, Any]:
                     sys.exit(done.stderr[-6000:])
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         overrides = job_overrides(args.workload, args.method, args.data_file, args.override)
-        ds = compose_config(overrides, Path(tmp)).dataset
+        ds = train.compose_run(overrides, Path(tmp)).dataset
     size = len(train.build(ds.source))
     train_split = make_split(size, ds.val_fraction, ds.test_fraction, ds.split_seed)["train"]
     steps = (epochs[1] - epochs[0]) * (len(train_split) // SCALING_GLOBAL_BATCH)

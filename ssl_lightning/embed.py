@@ -27,7 +27,7 @@ from ssl_lightning.data.batching import BatchReader
 from ssl_lightning.data.datamodule import ViewsDataModule
 from ssl_lightning.data.splits import SPLITS
 from ssl_lightning.errors import UserError
-from ssl_lightning.models.registry import build_backbone
+from ssl_lightning.models.registry import build_backbone, read_checkpoint
 
 CHOICES = (*SPLITS, "all")
 FORMATS = (".h5", ".hdf5", ".npz")
@@ -87,20 +87,9 @@ def split_indices(datamodule: ViewsDataModule, split: str) -> np.ndarray:
 def load_backbone(checkpoint: Path) -> nn.Module:
     """The backbone of a pretraining or probe checkpoint (both keep `backbone.*` and its config),
     in eval mode."""
-    if not checkpoint.is_file():
-        raise UserError(
-            f"checkpoint not found: {checkpoint} — pass --checkpoint "
-            "<run_dir>/checkpoints/last.ckpt"
-        )
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        config = ckpt["hyper_parameters"]["backbone"]
-        state = ckpt["state_dict"]
-    except Exception as err:  # any unreadable / foreign file gets the same one-line answer
-        raise UserError(
-            f"{checkpoint} is not a ssl-lightning checkpoint ({type(err).__name__}: {err}): pass "
-            "a last.ckpt or best.ckpt written by ssl-train"
-        ) from err
+    config, state = read_checkpoint(
+        checkpoint, "checkpoint", "pass --checkpoint <run_dir>/checkpoints/last.ckpt or best.ckpt"
+    )
     backbone = build_backbone(config)
     backbone.load_state_dict(
         {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}

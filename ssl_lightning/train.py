@@ -11,13 +11,14 @@ import hydra
 import lightning as L
 import torch
 import wandb
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from ssl_lightning.checkpoint_io import AtomicCheckpointIO
@@ -185,6 +186,21 @@ def print_summary(results: dict[str, Any], monitor: str) -> None:
         console.print(f"{key}: {metrics[key]:.4f}")
     console.print(f"checkpoint: {results['checkpoints']['last']}")
     console.print(f"results:    {Path(results['run_dir']) / 'results.json'}")
+
+
+def compose_run(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `ssl-train <overrides>` would run, writing into `output_dir`, for running
+    `run()` in-process (tests, benchmarks): Hydra's runtime is set as `run()` expects."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[*overrides, f"paths.output_dir={output_dir}"],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):  # hydra.main hands the task its config without the hydra node
+        del cfg["hydra"]
+    return cfg
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -17,22 +17,29 @@ def build_backbone(cfg: dict[str, Any]) -> nn.Module:
     return instantiate(cfg)
 
 
+def read_checkpoint(file: Path, what: str, fix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Backbone config and state dict of an ssl-train checkpoint (pretraining or probe), or a
+    one-line UserError naming the `what` and how to `fix` it."""
+    if not file.is_file():
+        raise UserError(f"{what} not found: {file} — {fix}")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+        return ckpt["hyper_parameters"]["backbone"], ckpt["state_dict"]
+    except Exception as err:  # any unreadable / foreign file gets the same one-line answer
+        raise UserError(
+            f"{file} is not a ssl-lightning {what} ({type(err).__name__}: {err}) — {fix}"
+        ) from err
+
+
 def load_backbone_weights(backbone: nn.Module, path: str, cfg: dict[str, Any]) -> None:
     """Copy `backbone.*` weights from a pretraining checkpoint, refusing a different backbone."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(
-            f"probe checkpoint not found: {file} — set probe.backbone to a pretraining run's "
-            "last.ckpt (or null to start from random weights)"
-        )
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=False)
-        saved_cfg = ckpt["hyper_parameters"]["backbone"]
-        state = ckpt["state_dict"]
-    except Exception as err:  # any unreadable / foreign file gets the same one-line answer
-        raise UserError(
-            f"{file} is not a ssl-lightning pretraining checkpoint ({type(err).__name__}: {err})"
-        ) from err
+    saved_cfg, state = read_checkpoint(
+        file,
+        "probe checkpoint",
+        "set probe.backbone to a pretraining run's last.ckpt (or null to start from random "
+        "weights)",
+    )
     if dict(saved_cfg) != dict(cfg):
         raise UserError(
             f"{file} holds backbone {dict(saved_cfg)} but this run builds {dict(cfg)}: choose the "
