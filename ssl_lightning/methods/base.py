@@ -79,12 +79,8 @@ class SSLMethod(TrainingRecipe):
         features, z1, z2 = self.embed(batch["views"])
         loss = self.ssl_loss(z1, z2)
         self.check_finite(loss)
-        # Each self.log costs ~3 ms of Lightning bookkeeping (2-5% of a ResNet-15 step on a
-        # CPU), and step values reach the loggers only every log_every_n_steps (Lightning counts
-        # the step about to finish, as here): the step metrics are made and logged on those
-        # steps only. Every step's loss still reaches callbacks as `train_loss` (LossTrace).
-        every = self.trainer.log_every_n_steps
-        written = every > 0 and (self.global_step + 1) % every == 0
+        # every step's loss still reaches callbacks as `train_loss` (LossTrace)
+        written = self.step_is_logged
         if written:
             self.log("train/loss", loss, prog_bar=True)
             self.log("train/z_std", std_ratio(z1.detach()))

@@ -143,7 +143,8 @@ class Probe(TrainingRecipe):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self._loss(self(batch["x"]), self._labels(batch))
         self.check_finite(loss)
-        self.log("train/loss", loss, prog_bar=True)
+        if self.step_is_logged:  # every step's loss reaches callbacks as the returned `loss`
+            self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def _evaluate(self, batch: dict, stage: str) -> None:
