@@ -104,10 +104,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model = build(method, _recursive_=False, _convert_="all")
     if cfg.hardware.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.hardware.compile:  # in place: checkpoints keep their parameter names
-        model.backbone.compile()
     if cfg.hardware.sync_batchnorm and cfg.hardware.accelerator == "cpu":
         convert_to_global_batchnorm(model)  # torch's SyncBatchNorm refuses CPU modules
+    if cfg.hardware.compile:  # last, on the final modules; in place: parameter names are kept
+        model.backbone.compile()
     loggers = [build(node) for node in cfg.logger.values()]
     for logger in loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
