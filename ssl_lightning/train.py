@@ -25,6 +25,7 @@ from ssl_lightning.checkpoint_io import AtomicCheckpointIO
 from ssl_lightning.data.datamodule import ViewsDataModule
 from ssl_lightning.distributed import ddp_job_scope
 from ssl_lightning.errors import UserError
+from ssl_lightning.host_memory import keep_freed_memory
 from ssl_lightning.models.global_batchnorm import convert_to_global_batchnorm
 from ssl_lightning.preemption import SaveOnSignal
 from ssl_lightning.runs import LossTrace, provenance, scalar_metrics, write_results
@@ -98,6 +99,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = run_dir / "checkpoints"
+    keep_freed_memory(cfg.hardware.malloc_keep_mb)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg, run_dir)
     method = OmegaConf.to_container(cfg.method, resolve=True)

@@ -316,6 +316,30 @@ def test_two_half_batches_give_the_views_of_the_whole_batch():
         torch.testing.assert_close(halves, whole, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize(
+    ("aug", "x"),
+    [
+        (jet(noise=0.1), jet_images(16)),
+        (jet(noise=0.1), jet_images(16).contiguous(memory_format=torch.channels_last)),
+        (jet(rotate_any=True), jet_images(16)),
+        (jet(**PIXEL_OPS_OFF), jet_images(16)),
+        (natural(blur_p=0.5), images(16)),
+    ],
+)
+def test_one_call_makes_every_view_as_a_call_per_view_would(aug, x):
+    """The data module makes all views in one call: view-major keys, [V * N] out."""
+    index = torch.arange(16)
+    per_view = [aug(x, sample_keys(0, 2, index, v)) for v in range(3)]
+    all_views = aug(x, torch.cat([sample_keys(0, 2, index, v) for v in range(3)]))
+    assert torch.equal(all_views, torch.cat(per_view))
+
+
+@pytest.mark.parametrize("make", [natural, jet])
+def test_a_key_count_that_is_not_a_multiple_of_the_batch_is_refused(make):
+    with pytest.raises(ValueError, match="17 keys for 8 images"):
+        make()(jet_images(8), keys(17))
+
+
 def test_jet_views_do_not_depend_on_the_memory_layout():
     """A channels-last batch (hardware.channels_last) is read in its own order, not copied."""
     x = jet_images(16)

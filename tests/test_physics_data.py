@@ -108,6 +108,19 @@ def test_preprocess_zero_suppression_fixed_scales_and_clipping():
         Preprocess(zero_suppress=0, scaling="fixed", channel_scales=None, clip=None, channels=3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zero_suppression_cuts_exactly_below_the_threshold(dtype):
+    """Pixels equal to the cut stay, the next value below it goes, in the image's own dtype."""
+    cut = torch.tensor(1e-3, dtype=dtype)
+    below = torch.nextafter(cut, torch.tensor(0.0, dtype=dtype))
+    x = torch.stack([below, cut, -cut, torch.tensor(float("nan"), dtype=dtype)]).view(1, 1, 2, 2)
+    pre = Preprocess(zero_suppress=1e-3, scaling="none", channel_scales=None, clip=None, channels=1)
+    out = pre.suppress(x).flatten()
+    assert out.dtype == dtype
+    assert out[:3].tolist() == [0.0, cut.item(), 0.0]
+    assert out[3].isnan()  # a NaN pixel is not hidden: the loss check reports it
+
+
 def test_standard_scaling_uses_the_training_images_it_is_given():
     pre = Preprocess(
         zero_suppress=0, scaling="standard", channel_scales=None, clip=None, channels=2

@@ -1,10 +1,12 @@
 """Batched view augmentations with keyed per-sample randomness: SimCLR's set and a jet set.
 
-Both modules take a float32 batch x [N, C, H, W] already on the device and int64 keys [N] from
-`random_keys.sample_keys`, and return a new tensor of the same shape (the input is left alone).
-Every random choice for sample i is drawn from keys[i] alone, so a sample's view does not depend
-on the other samples in its batch or on the rank. No Python loop visits samples: each operation
-acts on the whole batch with per-sample parameters.
+Both modules take a float32 batch x [N, C, H, W] already on the device and int64 keys [V * N]
+from `random_keys.sample_keys`, view-major (keys[v * N + i] is view v of sample i), and return
+the V views as a new tensor [V * N, C, H, W] (the input is left alone). Every random choice for
+a view is drawn from its key alone, so a sample's view does not depend on the other samples in
+its batch, on the rank, or on how many views one call makes. No Python loop visits samples: each
+operation acts on the whole batch with per-sample parameters, and one call makes all views, so
+its fixed cost (a few hundred small tensor ops) is paid once per batch.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def _factor(u: Tensor, strength: float) -> Tensor:
 def _pixel_centres(size: int, like: Tensor) -> Tensor:
     """Pixel centres along one axis in grid_sample's [-1, 1] coordinates (align_corners=False)."""
     return (2 * torch.arange(size, dtype=like.dtype, device=like.device) + 1) / size - 1
+
+
+def _views_per_sample(x: Tensor, keys: Tensor) -> int:
+    n, k = len(x), len(keys)
+    if n == 0 or k % n:
+        raise ValueError(f"{k} keys for {n} images: pass one key per view of each image")
+    return k // n
 
 
 def _select(keep: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
@@ -107,6 +116,7 @@ class NaturalAugment(nn.Module):
         self.register_buffer("luma", torch.tensor(_LUMA), persistent=False)
 
     def forward(self, x: Tensor, keys: Tensor) -> Tensor:
+        x = x.repeat(_views_per_sample(x, keys), 1, 1, 1)
         u = keyed_uniform(keys, 2 * _CROP_TRIES + 12).to(x.dtype)
         crop_u = u[:, : 2 * _CROP_TRIES]
         (pos_x, pos_y, flip_u, jitter_u, b_u, c_u, s_u, h_u, gray_u, blur_u, sigma_u, sol_u) = u[
@@ -281,24 +291,25 @@ class JetAugment(nn.Module):
     def forward(self, x: Tensor, keys: Tensor) -> Tensor:
         if x.dtype != torch.float32:  # the soft-deposit ranking reads float32 bit patterns
             return self.forward(x.float(), keys).to(x.dtype)
-        n, c, h, w = x.shape
+        views = _views_per_sample(x, keys)
+        c, h, w = x.shape[1:]
         if (self.rot90 or self.rotate_any) and h != w:
             raise ValueError(f"rotations need square images, got {h}x{w}")
         u = keyed_uniform(keys, 9)
         eta_u, phi_u, turn_u, angle_u, dy_u, dx_u, drop_u, quantile_u, split_u = u.unbind(1)
         if self.rotate_any:
-            x = self._rotate(x, 2 * math.pi * angle_u)
+            x = self._rotate(x.repeat(views, 1, 1, 1), 2 * math.pi * angle_u)
         eta_sign = 1 - 2 * (eta_u < self.flip_p).long()
         phi_sign = 1 - 2 * (phi_u < self.flip_p).long()
         quarter_turns = (4 * turn_u).long() if self.rot90 else torch.zeros_like(eta_sign)
         shift = torch.stack([dy_u, dx_u], 1).mul_(2 * self.max_shift + 1).long() - self.max_shift
         signed_turns = self._signed_turns(eta_sign, phi_sign, quarter_turns)
         if not (self.smear or self.noise or self.drop_soft_p or self.split_p):
-            return self._permute(x, signed_turns, shift)
+            return self._permute(x.repeat(len(keys) // len(x), 1, 1, 1), signed_turns, shift)
         # the pixel operations need the hits anyway: move only those (x becomes a fresh tensor,
         # so the edits below leave the input alone)
         x, sample, position = self._move_hits(x, signed_turns, shift)
-        pixels = x.view(n, c * h * w)
+        pixels = x.view(len(keys), c * h * w)
         if self.smear or self.noise:
             self._smear(pixels, sample, position, keys)
         if self.drop_soft_p:
@@ -345,20 +356,27 @@ class JetAugment(nn.Module):
         `m` is orthogonal with integer entries, so its inverse is its transpose: each non-zero
         pixel is written where `_permute`'s gather would fetch it from, and the image equals
         `_permute(x)` exactly while the work follows the hit count instead of the image size.
+        `m` may have V rows per image (V views): the hits are found once and copied per view.
         Returns the image and its hits (sample, flat position): `nonzero` of it, in other order.
         """
         n, c, h, w = x.shape
+        outputs = len(m)
         # the hits in the batch's memory order: a channels-last batch is not copied
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        source = (x.permute(0, 2, 3, 1) if channels_last else x).reshape(n, c * h * w)
-        sample, index = source.nonzero().T.contiguous()
-        value = source[sample, index]
+        flat = (x.permute(0, 2, 3, 1) if channels_last else x).reshape(-1)
+        hit = flat.nonzero()[:, 0]
+        value = flat.index_select(0, hit)
+        sample, index = hit // (c * h * w), hit % (c * h * w)
         if channels_last:
             pixel, channel = index // c, index % c
         else:
             channel, pixel = index // (h * w), index % (h * w)
         row2 = 2 * (pixel // w) - (h - 1)  # doubled centred coordinates of the source
         col2 = 2 * (pixel % w) - (w - 1)
+        if outputs > n:  # view v of image i is output sample v * n + i
+            views = outputs // n
+            sample = (sample + n * torch.arange(views, device=x.device)[:, None]).view(-1)
+            row2, col2, channel, value = (t.repeat(views) for t in (row2, col2, channel, value))
         m, shift = m.index_select(0, sample), shift.index_select(0, sample)
         # output doubled coordinates m^T (row2, col2), shifted; the sums are even (same parity)
         row = (m[:, 0, 0] * row2 + m[:, 1, 0] * col2 + (h - 1)) // 2 + shift[:, 0]
@@ -366,9 +384,9 @@ class JetAugment(nn.Module):
         inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
         position = channel * (h * w) + row * w + col
         sample, position, value = _select(inside, sample, position, value)
-        out = x.new_zeros(n, c * h * w)
+        out = x.new_zeros(outputs, c * h * w)
         out.view(-1).index_copy_(0, sample * (c * h * w) + position, value)
-        return out.view(n, c, h, w), sample, position
+        return out.view(outputs, c, h, w), sample, position
 
     def _rotate(self, x: Tensor, angle: Tensor) -> Tensor:
         """Bilinear rotation about the centre, rescaled so each channel keeps its total pT.

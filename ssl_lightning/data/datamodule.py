@@ -30,7 +30,8 @@ MIN_VAL_PER_CLASS = 5
 
 
 class ViewsDataModule(L.LightningDataModule):
-    """Emits batches with a clean normalised image `x` and, for SSL methods, augmented `views`."""
+    """Emits batches with the clean normalised image `x` and, for SSL methods, the augmented
+    `views` ([num_views * N, C, H, W], view-major); SSL training batches carry no `x`."""
 
     def __init__(
         self,
@@ -193,15 +194,18 @@ class ViewsDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         raw = batch.pop("image").contiguous(memory_format=self.memory_format)
         image = self.preprocess.suppress(raw)
-        batch["x"] = self.preprocess.scale(image)
         num_views = getattr(self.trainer.lightning_module, "num_views", 0) if self.trainer else 0
+        training = bool(self.trainer and self.trainer.training)
+        if not (num_views and training):  # SSL training steps read the views only
+            batch["x"] = self.preprocess.scale(image)
         if num_views:
-            # evaluation views use epoch 0 every time, so the validation loss is comparable
-            epoch = self.trainer.current_epoch if self.trainer.training else 0
-            batch["views"] = [
-                self.preprocess.scale(
-                    self.augment(image, sample_keys(self.seed, epoch, batch["index"], v))
-                )
-                for v in range(num_views)
-            ]
+            batch["views"] = self.preprocess.scale(self._views(image, batch["index"], num_views))
         return batch
+
+    def _views(self, image: Tensor, index: Tensor, num_views: int) -> Tensor:
+        """All views of the batch from one augmentation call, view-major: [num_views * N, ...],
+        which the backbone takes as it is (no concatenation)."""
+        # evaluation views use epoch 0 every time, so the validation loss is comparable
+        epoch = self.trainer.current_epoch if self.trainer.training else 0
+        keys = torch.cat([sample_keys(self.seed, epoch, index, v) for v in range(num_views)])
+        return self.augment(image, keys)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -68,10 +67,11 @@ class SSLMethod(TrainingRecipe):
             )
         return groups
 
-    def embed(self, views: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Features of view 1, and projections of both views, from one forward pass."""
-        n = views[0].shape[0]
-        features = self.backbone(torch.cat(views))
+    def embed(self, views: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Features of view 1, and projections of both views, from one forward pass of the
+        view-major batch [2N, C, H, W]."""
+        n = len(views) // self.num_views
+        features = self.backbone(views)
         z = self.projector(features)
         return features[:n], z[:n], z[n:]
 
