@@ -161,8 +161,8 @@ class ProbePlots(Callback):
             features = probe.backbone(batch["x"])
             columns = {
                 "features": features.float(),
-                "prediction": probe._prediction(probe.head(features)),
-                "label": probe._labels(batch),
+                "prediction": probe.prediction(probe.head(features)),
+                "label": probe.target_of(batch),
             }
             for name, values in columns.items():
                 parts.setdefault(name, []).append(values.cpu())

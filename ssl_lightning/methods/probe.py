@@ -123,7 +123,8 @@ class Probe(TrainingRecipe):
             features = self.backbone(x)
         return self.head(features)
 
-    def _labels(self, batch: dict) -> Tensor:
+    def target_of(self, batch: dict) -> Tensor:
+        """What the head is trained to predict: the class, or the regression target's value."""
         if self.hparams.task == "classification":
             return batch["y"]
         return batch["targets"][self.hparams.target].float()
@@ -134,24 +135,24 @@ class Probe(TrainingRecipe):
         standardised = (labels - self.target_mean) / self.target_std
         return F.mse_loss(out.squeeze(1), standardised)
 
-    def _prediction(self, out: Tensor) -> Tensor:
+    def prediction(self, out: Tensor) -> Tensor:
         """Class scores, or the regression output back in the target's units."""
         if self.hparams.task == "classification":
             return class_scores(out)
         return out.squeeze(1).float() * self.target_std + self.target_mean
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self._loss(self(batch["x"]), self._labels(batch))
+        loss = self._loss(self(batch["x"]), self.target_of(batch))
         self.check_finite(loss)
         if self.step_is_logged:  # every step's loss reaches callbacks as the returned `loss`
             self.log("train/loss", loss, prog_bar=True)
         return loss
 
     def _evaluate(self, batch: dict, stage: str) -> None:
-        out, labels = self(batch["x"]), self._labels(batch)
+        out, labels = self(batch["x"]), self.target_of(batch)
         self.log(f"{stage}/loss", self._loss(out, labels), sync_dist=True)
         metrics = self.metrics[stage]
-        metrics.update(self._prediction(out), labels)
+        metrics.update(self.prediction(out), labels)
         self.log_dict(metrics, prog_bar=stage == "val")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
