@@ -53,6 +53,14 @@ def test_barlow_twins_loss_falls_on_synthetic_data(train):
     assert math.isfinite(results["metrics"]["val/loss"])
 
 
+def test_ssl_run_names_its_batch_size_when_logging(train, recwarn):
+    """The views are one [2N] tensor next to N labels: epoch-level logs must pass N rather than
+    leave Lightning to guess (it warns, and a guess could weight the epoch means wrongly)."""
+    train(["method=simclr", "trainer.max_epochs=1"])
+    guessed = [str(w.message) for w in recwarn if "infer the `batch_size`" in str(w.message)]
+    assert not guessed, guessed[0]
+
+
 def test_wandb_offline_run_is_readable_from_its_files(train):
     results = train(["logger=wandb", "trainer.max_epochs=1"])
     wandb_file = offline_run_file(Path(results["run_dir"]))

@@ -94,7 +94,9 @@ class SSLMethod(TrainingRecipe):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         features, z1, z2 = self.embed(batch["views"])
-        self.log("val/loss", self.ssl_loss(z1, z2), prog_bar=True, sync_dist=True)
+        # the batch holds [2N] views next to N labels: name N, or Lightning would guess
+        loss = self.ssl_loss(z1, z2)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(z1))
         if self.online_probe is not None and "y" in batch:
             clean = self.backbone(batch["x"])
             self.val_probe_metrics.update(class_scores(self.online_probe(clean)), batch["y"])
