@@ -99,7 +99,7 @@ PROJECTORS = {  # lightly's SimCLRProjectionHead(512, 512, 128), BarlowTwinsProj
     ),
 }
 WORKLOADS = {  # short, many window pairs where steps are short: load on these machines drifts
-    # within seconds (6 pairs of 10 jets steps gave 0.882 and 0.905-0.930 in four runs)
+    # within seconds (6 pairs of 10 jets steps gave 0.882 once, 0.905-0.930 thrice)
     "jets": Workload("jets32", METHODS, JETS32, Timing(warmup=5, steps=5, windows=16)),
     "natural": Workload("natural", METHODS, NATURAL, Timing(warmup=2, steps=3, windows=4)),
     "jets125": Workload("jets125", ("simclr",), HDF5_JETS, Timing(warmup=2, steps=2, windows=4)),

@@ -94,8 +94,7 @@ class SSLMethod(TrainingRecipe):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         features, z1, z2 = self.embed(batch["views"])
-        # the batch holds [2N] views next to N labels: name N, or Lightning would guess
-        loss = self.ssl_loss(z1, z2)
+        loss = self.ssl_loss(z1, z2)  # batch_size: [2N] views sit next to N labels in the batch
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(z1))
         if self.online_probe is not None and "y" in batch:
             clean = self.backbone(batch["x"])
