@@ -220,6 +220,9 @@ def _ddp_worker(rank: int, store_file: str, out_dir: str) -> None:
             ddp = nn.parallel.DistributedDataParallel(_make_model())
             results[name] = _loss_and_grads(ddp, x1[rows], x2[rows], name)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        # gloo aborts a rank ("terminate called without an active exception") when its peer
+        # tears the group down while it still finishes its last collective: meet first
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
