@@ -128,7 +128,7 @@ def prepare_data(data_dir: Path, name: str) -> Path:
         write_natural(path)
     else:
         size = {"jets32": 32, "jets125": 125}[name]
-        command = [sys.executable, "-m", "ssl_lightning.data.jets", "--num-jets", str(NUM_IMAGES)]
+        command = [sys.executable, "-m", "ssl_lightning.generator", "--num-jets", str(NUM_IMAGES)]
         command += ["--seed", str(DATA_SEED), "--out", str(path), "--image-size", str(size)]
         subprocess.run([*command, "--workers", str(os.cpu_count() or 1)], check=True)
     return path

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ssl_lightning.data import jets
-from ssl_lightning.data.jets import JetGenConfig, config_fingerprint, generate_jets, main
+from ssl_lightning.data.sparse_images import write_sparse_images
 from ssl_lightning.errors import UserError
+from ssl_lightning.generator import JetGenConfig, config_fingerprint, generate_jets, main
+from ssl_lightning.generator.physics import EventGenerator
 
 PER_JET = ("y", "pt", "m0", "nconst", "eta", "phi")
 
@@ -116,7 +117,7 @@ def test_attributes_record_seed_settings_and_versions(tmp_path) -> None:
 
 
 def test_failed_run_leaves_no_file(tmp_path, monkeypatch) -> None:
-    real_chunk = jets._EventGenerator.chunk
+    real_chunk = EventGenerator.chunk
     calls = []
 
     def chunk_then_fail(self, *args):
@@ -125,7 +126,7 @@ def test_failed_run_leaves_no_file(tmp_path, monkeypatch) -> None:
             raise RuntimeError("generator died")
         return real_chunk(self, *args)
 
-    monkeypatch.setattr(jets._EventGenerator, "chunk", chunk_then_fail)
+    monkeypatch.setattr(EventGenerator, "chunk", chunk_then_fail)
     out = tmp_path / "jets.h5"
     out.write_bytes(b"previous")
     with pytest.raises(RuntimeError, match="generator died"):
@@ -151,9 +152,7 @@ def test_large_images_are_stored_sparse(tmp_path) -> None:
     assert truth.shape == (8, 125, 125, 3)
     assert np.array_equal(images, truth.transpose(0, 3, 1, 2))
     assert np.all(images >= 0) and np.all(images.sum(axis=(1, 2, 3)) > 0)
-    # byte for byte the layout of the reader's own writer
-    from ssl_lightning.data.sources.hdf5 import write_sparse_images
-
+    # byte for byte the layout of the format's own writer
     with h5py.File(tmp_path / "reference.h5", "w") as f:
         write_sparse_images(f.create_group("X_jets"), images)
         for part, data in sparse_parts.items():

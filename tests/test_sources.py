@@ -18,8 +18,8 @@ from ssl_lightning.data.sources import (
     HDF5Source,
     ImageFolderSource,
     SyntheticSource,
-    write_sparse_images,
 )
+from ssl_lightning.data.sparse_images import write_sparse_images
 from ssl_lightning.errors import UserError
 
 # unsorted, repeated and boundary indices: what a shuffled batch sampler may ask for

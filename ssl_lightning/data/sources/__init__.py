@@ -3,7 +3,7 @@
 from ssl_lightning.data.sources.base import ImageSource
 from ssl_lightning.data.sources.cifar10 import CIFAR10Source
 from ssl_lightning.data.sources.digits import DigitsSource
-from ssl_lightning.data.sources.hdf5 import HDF5Source, write_sparse_images
+from ssl_lightning.data.sources.hdf5 import HDF5Source
 from ssl_lightning.data.sources.image_folder import ImageFolderSource
 from ssl_lightning.data.sources.synthetic import SyntheticSource
 
@@ -14,5 +14,4 @@ __all__ = [
     "ImageFolderSource",
     "ImageSource",
     "SyntheticSource",
-    "write_sparse_images",
 ]

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 from rich.progress import Progress
 
 from ssl_lightning.data.sources.base import file_identity, stable_hash
-from ssl_lightning.data.sources.hdf5 import SPARSE_CHUNK_ENTRIES, SparseImageWriter
 from ssl_lightning.data.sources.prepared import PreparedFileSource
+from ssl_lightning.data.sparse_images import SPARSE_CHUNK_ENTRIES, SparseImageWriter
 from ssl_lightning.errors import UserError
 
 BATCH_ROWS = 256

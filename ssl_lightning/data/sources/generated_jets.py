@@ -11,8 +11,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ssl_lightning.data.jets import JetGenConfig, config_fingerprint, generate_jets
 from ssl_lightning.data.sources.prepared import PreparedFileSource
+from ssl_lightning.generator import JetGenConfig, config_fingerprint, generate_jets
 
 JETS_PER_CPU_SECOND = 45  # measured generation rate after the pT window, for the time estimate
 

@@ -2,7 +2,7 @@
 
 Dense images are a 4-D dataset, channels-last (N, H, W, C), as in the E2E quark/gluon files'
 `X_jets`, or channels-first (N, C, H, W). Jet images are mostly zeros, so large ones are stored
-as a sparse group instead (format defined by `write_sparse_images` below) and densified per batch.
+as a sparse group instead (format in `ssl_lightning.data.sparse_images`), densified per batch.
 
 Reading is fastest through a memory map: an uncompressed, contiguous dataset (what h5py writes
 by default) is read as a plain numpy array at its file offset, skipping HDF5's slow selections.
@@ -24,17 +24,18 @@ import h5py
 import numpy as np
 
 from ssl_lightning.data.sources.base import ImageSource, file_identity, stable_hash
+from ssl_lightning.data.sparse_images import SPARSE_PARTS, check_sparse, densify, is_sparse
 from ssl_lightning.errors import UserError
 
 LAYOUTS = ("channels_last", "channels_first")
 MAX_CHANNELS_GUESS = 16  # an axis longer than this is taken to be spatial, not channels
-SPARSE_PARTS = ("indptr", "index", "value")
 NUMERIC_KINDS = "biuf"  # numpy dtype kinds accepted for pixels, labels and targets
 MAX_LISTED = 30  # keys named in a "no such dataset" error
 CHUNK_CACHE_BYTES = 64 << 20  # per-dataset chunk cache, so chunked files are not re-decompressed
 CHUNK_CACHE_SLOTS = 100_003  # a prime well above the chunks that fit, as HDF5 advises
 
 _open_sources: weakref.WeakSet[HDF5Source] = weakref.WeakSet()
+_fork_hook_registered = False  # registered on the first open handle, not as a side effect of import
 
 
 def _close_before_fork() -> None:
@@ -42,60 +43,13 @@ def _close_before_fork() -> None:
         source.close()
 
 
-os.register_at_fork(before=_close_before_fork)
-
-
-SPARSE_CHUNK_ENTRIES = 65536  # uncompressed: a random row read touches one small chunk
-
-
-class SparseImageWriter:
-    """Streams images into `group` in the sparse format `HDF5Source` reads.
-
-    Format: `indptr` int64 [N+1] (row i's entries are indptr[i]:indptr[i+1]), `index` int32
-    [nnz] (flat position in C*H*W, channels-first, increasing and unique within a row), `value`
-    float32 [nnz], and the group attribute `shape` = (C, H, W). Written block by block, so a
-    large file never needs all its dense images in memory.
-    """
-
-    def __init__(
-        self, group: h5py.Group, num_images: int, shape: tuple[int, int, int], chunk_entries: int
-    ) -> None:
-        if int(np.prod(shape)) > np.iinfo(np.int32).max:
-            raise ValueError(f"C*H*W={int(np.prod(shape))} does not fit the int32 index")
-        group.attrs["shape"] = np.asarray(shape, dtype=np.int64)
-        group.create_dataset("indptr", shape=(num_images + 1,), dtype=np.int64, fillvalue=0)
-        for name, dtype in (("index", np.int32), ("value", np.float32)):
-            group.create_dataset(
-                name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(chunk_entries,)
-            )
-        self.group = group
-        self.rows = 0
-        self.nnz = 0
-
-    def append_sparse(self, counts: np.ndarray, index: np.ndarray, value: np.ndarray) -> None:
-        """Add rows given as per-row entry counts plus their concatenated (index, value)."""
-        lo, hi = self.rows, self.rows + len(counts)
-        self.group["indptr"][lo + 1 : hi + 1] = self.nnz + np.cumsum(counts)
-        end = self.nnz + len(index)
-        for name, data in (("index", index), ("value", value)):
-            self.group[name].resize((end,))
-            self.group[name][self.nnz : end] = data
-        self.rows, self.nnz = hi, end
-
-    def append_dense(self, images: np.ndarray) -> None:
-        """Add float32 [n, C, H, W] images, keeping their non-zero pixels."""
-        flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
-        rows, cols = np.nonzero(flat)
-        counts = np.bincount(rows, minlength=len(flat))
-        self.append_sparse(counts, cols.astype(np.int32), flat[rows, cols])
-
-
-def write_sparse_images(group: h5py.Group, images: np.ndarray) -> None:
-    """Store float32 [N, C, H, W] images in `group` in the sparse format (see SparseImageWriter)."""
-    if images.ndim != 4:
-        raise ValueError(f"images must be [N, C, H, W], got shape {images.shape}")
-    writer = SparseImageWriter(group, len(images), images.shape[1:], SPARSE_CHUNK_ENTRIES)
-    writer.append_dense(images)
+def _track_open(source: HDF5Source) -> None:
+    """Remember a source holding a handle, so that it is closed before every fork."""
+    global _fork_hook_registered
+    if not _fork_hook_registered:
+        os.register_at_fork(before=_close_before_fork)
+        _fork_hook_registered = True
+    _open_sources.add(source)
 
 
 class HDF5Source(ImageSource):
@@ -240,14 +194,7 @@ class HDF5Source(ImageSource):
         index, value, offsets = self._direct("index"), self._direct("value"), starts
         if index is None or value is None:
             index, value, offsets = self._read_segments(indices)
-        size = int(np.prod(self._shape))
-        total = int(counts.sum())
-        # position of every requested entry in (index, value): concatenated aranges per row
-        entry = np.repeat(offsets - (np.cumsum(counts) - counts), counts) + np.arange(total)
-        flat = np.repeat(np.arange(len(indices), dtype=np.int64) * size, counts) + index[entry]
-        out = np.zeros((len(indices), size), dtype=np.float32)
-        out.reshape(-1)[flat] = value[entry]
-        return out.reshape(len(indices), *self._shape)
+        return densify(index, value, offsets, counts, self._shape)
 
     def _read_segments(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Read the entries of the unique requested rows through h5py.
@@ -287,7 +234,7 @@ class HDF5Source(ImageSource):
     def _file(self) -> h5py.File:
         if self._handle is None:
             self._handle = self._open_file()
-            _open_sources.add(self)
+            _track_open(self)
         return self._handle
 
     def _dataset(self, part: str) -> h5py.Dataset:
@@ -326,7 +273,7 @@ def _listing(f: h5py.File) -> str:
 
     def visit(group: h5py.Group) -> None:
         for node in group.values():
-            if isinstance(node, h5py.Group) and not _is_sparse(node):
+            if isinstance(node, h5py.Group) and not is_sparse(node):
                 visit(node)
             else:
                 names.append(node.name.lstrip("/"))
@@ -334,10 +281,6 @@ def _listing(f: h5py.File) -> str:
     visit(f)
     shown = ", ".join(names[:MAX_LISTED]) or "(none)"
     return shown + (f", ... ({len(names)} in all)" if len(names) > MAX_LISTED else "")
-
-
-def _is_sparse(group: h5py.Group) -> bool:
-    return all(part in group for part in SPARSE_PARTS) and "shape" in group.attrs
 
 
 def _read_runs(dataset: h5py.Dataset, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -387,29 +330,12 @@ def _check_dense(node: h5py.Dataset, key: str, layout: str, path: Path) -> tuple
 def _check_sparse(
     group: h5py.Group, key: str, path: Path
 ) -> tuple[tuple[int, int, int], np.ndarray]:
-    """(C, H, W) and the in-memory indptr of a sparse image group, after checking the format."""
+    """(C, H, W) and the in-memory indptr of the configured sparse image group."""
     where = f"HDF5 group {key!r} in {path}"
-    if not _is_sparse(group):
+    if not is_sparse(group):
         raise UserError(
             f"{where} is not a sparse image group (needs datasets indptr, index, value and "
             f"attribute shape=(C, H, W)); available: {_listing(group.file)} — set "
             "dataset.source.image_key to an image dataset or sparse group"
         )
-    shape = tuple(int(n) for n in np.asarray(group.attrs["shape"]).ravel())
-    indptr = group["indptr"][()].astype(np.int64)
-    nnz = len(group["index"])
-    if (
-        len(shape) != 3
-        or indptr.ndim != 1
-        or len(indptr) < 1
-        or indptr[0] != 0
-        or indptr[-1] != nnz
-        or len(group["value"]) != nnz
-        or np.any(np.diff(indptr) < 0)
-    ):
-        raise UserError(
-            f"{where} is a corrupt sparse image group (shape attribute {shape}, {len(indptr)} "
-            f"indptr, {nnz} index, {len(group['value'])} value entries): rewrite it with "
-            "ssl_lightning.data.sources.hdf5.write_sparse_images"
-        )
-    return (shape[0], shape[1], shape[2]), indptr
+    return check_sparse(group, where)

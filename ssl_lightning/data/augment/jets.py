@@ -1,232 +1,26 @@
-"""Batched view augmentations with keyed per-sample randomness: SimCLR's set and a jet set.
-
-Both modules take a float32 batch x [N, C, H, W] already on the device and int64 keys [V * N]
-from `random_keys.sample_keys`, view-major (keys[v * N + i] is view v of sample i), and return
-the V views as a new tensor [V * N, C, H, W] (the input is left alone). Every random choice for
-a view is drawn from its key alone, so a sample's view does not depend on the other samples in
-its batch, on the rank, or on how many views one call makes. No Python loop visits samples: each
-operation acts on the whole batch with per-sample parameters, and one call makes all views, so
-its fixed cost (a few hundred small tensor ops) is paid once per batch.
-"""
+"""Physics-safe view augmentations for calorimeter jet images, as one batched module."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_lightning.data.augment.common import check_probability, pixel_centres, views_per_sample
 from ssl_lightning.data.random_keys import keyed_uniform, keyed_uniform_at
 
-_CROP_TRIES = 10  # RandomResizedCrop's attempts before falling back to the whole image
-_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights: grayscale, contrast mean, YIQ luma
-_RGB_TO_YIQ = (_LUMA, (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
-
-
-def _check_probability(name: str, p: float) -> float:
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{name}={p} must lie in [0, 1]")
-    return float(p)
-
-
-def _check_range(name: str, bounds: Sequence[float]) -> tuple[float, float]:
-    lo, hi = (float(b) for b in bounds)
-    if not 0.0 < lo <= hi:
-        raise ValueError(f"{name}={list(bounds)} must be [low, high] with 0 < low <= high")
-    return lo, hi
-
-
-def _between(u: Tensor, lo: float, hi: float) -> Tensor:
-    return lo + (hi - lo) * u
-
-
-def _factor(u: Tensor, strength: float) -> Tensor:
-    """A colour factor uniform in [max(0, 1 - strength), 1 + strength], as torchvision draws."""
-    return _between(u, max(0.0, 1.0 - strength), 1.0 + strength)
-
-
-def _pixel_centres(size: int, like: Tensor) -> Tensor:
-    """Pixel centres along one axis in grid_sample's [-1, 1] coordinates (align_corners=False)."""
-    return (2 * torch.arange(size, dtype=like.dtype, device=like.device) + 1) / size - 1
-
-
-def _views_per_sample(x: Tensor, keys: Tensor) -> int:
-    n, k = len(x), len(keys)
-    if n == 0 or k % n:
-        raise ValueError(f"{k} keys for {n} images: pass one key per view of each image")
-    return k // n
+# 90-degree rotations R^k, R = [[0, 1], [-1, 0]], acting on centred (row, column) coordinates:
+# R^1 is torch.rot90(k=1) read backwards (output pixel <- source pixel)
+_ROT90 = ((1, 0, 0, 1), (0, 1, -1, 0), (-1, 0, 0, -1), (0, -1, 1, 0))
+_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
 def _select(keep: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
     """The entries of 1-d tensors where `keep` holds (index_select beats t[mask] on CPU)."""
     index = keep.nonzero()[:, 0]
     return tuple(t.index_select(0, index) for t in tensors)
-
-
-class NaturalAugment(nn.Module):
-    """SimCLR views of natural images in [0, 1], in SimCLR's order.
-
-    Random resized crop and horizontal flip are one per-sample affine sampled bilinearly (output
-    keeps H, W). Colour jitter (fixed order brightness, contrast, saturation, hue), grayscale and
-    the contrast mean are all affine in RGB, so they fold into one per-sample 3x3 matrix plus
-    offset, clamped to [0, 1] once instead of after each factor. Hue is a rotation of the chroma
-    plane of YIQ. Then Gaussian blur (separable, per-sample kernels via grouped convolution) and
-    solarize (x >= 0.5 -> 1 - x). Saturation, hue and grayscale need RGB: for C != 3 only
-    brightness and contrast (mean over all channels) are jittered; crop, flip, blur and solarize
-    work for any C.
-    """
-
-    def __init__(
-        self,
-        crop_scale: Sequence[float],
-        crop_ratio: Sequence[float],
-        flip_p: float,
-        jitter_p: float,
-        brightness: float,
-        contrast: float,
-        saturation: float,
-        hue: float,
-        grayscale_p: float,
-        blur_p: float,
-        blur_sigma: Sequence[float],
-        solarize_p: float,
-    ) -> None:
-        super().__init__()
-        self.crop_scale = _check_range("crop_scale", crop_scale)
-        if self.crop_scale[1] > 1.0:
-            raise ValueError(f"crop_scale={list(crop_scale)} is a fraction of the area: <= 1")
-        self.crop_ratio = _check_range("crop_ratio", crop_ratio)
-        self.flip_p = _check_probability("flip_p", flip_p)
-        self.jitter_p = _check_probability("jitter_p", jitter_p)
-        self.brightness = float(brightness)
-        self.contrast = float(contrast)
-        self.saturation = float(saturation)
-        if not 0.0 <= hue <= 0.5:
-            raise ValueError(f"hue={hue} is a fraction of a turn: it must lie in [0, 0.5]")
-        self.hue = float(hue)
-        self.grayscale_p = _check_probability("grayscale_p", grayscale_p)
-        self.blur_p = _check_probability("blur_p", blur_p)
-        self.blur_sigma = _check_range("blur_sigma", blur_sigma)
-        self.solarize_p = _check_probability("solarize_p", solarize_p)
-        to_yiq = torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
-        self.register_buffer("to_yiq", to_yiq.float(), persistent=False)
-        self.register_buffer("from_yiq", torch.linalg.inv(to_yiq).float(), persistent=False)
-        self.register_buffer("luma", torch.tensor(_LUMA), persistent=False)
-
-    def forward(self, x: Tensor, keys: Tensor) -> Tensor:
-        x = x.repeat(_views_per_sample(x, keys), 1, 1, 1)
-        u = keyed_uniform(keys, 2 * _CROP_TRIES + 12).to(x.dtype)
-        crop_u = u[:, : 2 * _CROP_TRIES]
-        (pos_x, pos_y, flip_u, jitter_u, b_u, c_u, s_u, h_u, gray_u, blur_u, sigma_u, sol_u) = u[
-            :, 2 * _CROP_TRIES :
-        ].unbind(1)
-        x = self._crop_flip(x, crop_u, pos_x, pos_y, flip_u < self.flip_p)
-        if self.jitter_p > 0 or self.grayscale_p > 0:
-            jitter = jitter_u < self.jitter_p
-            x = self._colour(x, jitter, b_u, c_u, s_u, h_u, gray_u < self.grayscale_p)
-        if self.blur_p > 0:
-            blur = blur_u < self.blur_p
-            if blur.any():
-                x[blur] = self._blur(x[blur], _between(sigma_u[blur], *self.blur_sigma))
-        if self.solarize_p > 0:
-            solarize = (sol_u < self.solarize_p)[:, None, None, None]
-            x = torch.where(solarize & (x >= 0.5), 1.0 - x, x)
-        return x.clamp_(0.0, 1.0)  # bilinear and blur are convex mixes: only rounding leaves [0,1]
-
-    def _crop_flip(
-        self, x: Tensor, crop_u: Tensor, pos_x: Tensor, pos_y: Tensor, flip: Tensor
-    ) -> Tensor:
-        """Samples the first of the tries whose box fits (else the whole image), mirrored."""
-        n, c, h, w = x.shape
-        area = _between(crop_u[:, :_CROP_TRIES], *self.crop_scale)
-        log_lo, log_hi = (math.log(r) for r in self.crop_ratio)
-        ratio = torch.exp(_between(crop_u[:, _CROP_TRIES:], log_lo, log_hi))
-        width = torch.sqrt(area * ratio * (h / w))  # box sides as fractions of the image sides
-        height = torch.sqrt(area / ratio * (w / h))
-        fits = (width <= 1) & (height <= 1)
-        first = fits.to(x.dtype).argmax(1, keepdim=True)  # argmax returns the first maximum
-        found = fits.any(1)
-        width = torch.where(found, width.gather(1, first)[:, 0], 1.0)
-        height = torch.where(found, height.gather(1, first)[:, 0], 1.0)
-        # box centre in grid_sample's [-1, 1] coordinates: left edge at pos * (1 - side)
-        centre_x = 2 * pos_x * (1 - width) + width - 1
-        centre_y = 2 * pos_y * (1 - height) + height - 1
-        # The map is axis-aligned, so the grid is an outer sum of per-column x and per-row y
-        # (cheaper than affine_grid's batched matrix product).
-        sign = 1 - 2 * flip.to(x.dtype)
-        grid_x = (width * sign)[:, None] * _pixel_centres(w, x) + centre_x[:, None]
-        grid_y = height[:, None] * _pixel_centres(h, x) + centre_y[:, None]
-        grid = torch.stack(
-            [grid_x[:, None, :].expand(n, h, w), grid_y[:, :, None].expand(n, h, w)], 3
-        )
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-    def _colour(
-        self,
-        x: Tensor,
-        jitter: Tensor,
-        b_u: Tensor,
-        c_u: Tensor,
-        s_u: Tensor,
-        h_u: Tensor,
-        gray: Tensor,
-    ) -> Tensor:
-        """Applies jitter then grayscale as y = A x + t with one batched matrix product.
-
-        Brightness b and contrast k give k b x + (1 - k) b m, m the mean luma of x; saturation,
-        hue and grayscale are 3x3 matrices M applied after, so A = k b M, t = (1 - k) b m M 1.
-        """
-        n, c, h, w = x.shape
-        pixels = x.reshape(n, c, h * w)
-        one = torch.ones_like(b_u)
-        bright = torch.where(jitter, _factor(b_u, self.brightness), one)
-        contrast = torch.where(jitter, _factor(c_u, self.contrast), one)
-        if c == 3:
-            mean = pixels.mean(2) @ self.luma.to(x)
-            saturation = torch.where(jitter, _factor(s_u, self.saturation), one)
-            turn = torch.where(jitter, _between(h_u, -self.hue, self.hue), 0.0)
-            matrix = self._chroma_matrix(saturation, 2 * math.pi * turn, gray)
-        else:
-            mean = pixels.mean((1, 2))
-            matrix = torch.eye(c, dtype=x.dtype, device=x.device).expand(n, c, c)
-        offset = ((1 - contrast) * bright * mean)[:, None] * matrix.sum(2)
-        scale = (contrast * bright)[:, None, None]
-        out = torch.baddbmm(offset[:, :, None], matrix * scale, pixels)
-        return out.clamp_(0.0, 1.0).view(n, c, h, w)
-
-    def _chroma_matrix(self, saturation: Tensor, angle: Tensor, gray: Tensor) -> Tensor:
-        """Per-sample grayscale . hue . saturation as [N, 3, 3] matrices acting on RGB."""
-        luma = self.luma.to(saturation)
-        eye = torch.eye(3, dtype=saturation.dtype, device=saturation.device)
-        to_gray = torch.ones(3, 1, dtype=luma.dtype, device=luma.device) * luma  # rows = luma
-        s = saturation[:, None, None]
-        sat = s * eye + (1 - s) * to_gray
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        rot = eye.repeat(len(angle), 1, 1)
-        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-        hue = self.from_yiq.to(saturation) @ rot @ self.to_yiq.to(saturation)
-        grayscale = torch.where(gray[:, None, None], to_gray, eye)
-        return grayscale @ hue @ sat
-
-    def _blur(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """Separable Gaussian blur, one kernel per sample, reaching 3 sigma_max (reflect pad)."""
-        n, c, h, w = x.shape
-        radius = min(math.ceil(3 * self.blur_sigma[1]), min(h, w) - 1)
-        taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-        kernel = torch.exp(-(taps**2) / (2 * sigma[:, None] ** 2))
-        kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)
-        y = F.pad(x.reshape(1, n * c, h, w), (radius,) * 4, mode="reflect")
-        y = F.conv2d(y, kernel[:, None, None, :], groups=n * c)
-        y = F.conv2d(y, kernel[:, None, :, None], groups=n * c)
-        return y.view(n, c, h, w)
-
-
-# 90-degree rotations R^k, R = [[0, 1], [-1, 0]], acting on centred (row, column) coordinates:
-# R^1 is torch.rot90(k=1) read backwards (output pixel <- source pixel)
-_ROT90 = ((1, 0, 0, 1), (0, 1, -1, 0), (-1, 0, 0, -1), (0, -1, 1, 0))
-_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 
 class JetAugment(nn.Module):
@@ -271,7 +65,7 @@ class JetAugment(nn.Module):
         split_frac: float,
     ) -> None:
         super().__init__()
-        self.flip_p = _check_probability("flip_p", flip_p)
+        self.flip_p = check_probability("flip_p", flip_p)
         self.rot90 = bool(rot90)
         self.rotate_any = bool(rotate_any)
         if max_shift < 0:
@@ -281,17 +75,17 @@ class JetAugment(nn.Module):
             raise ValueError(f"smear={smear} and noise={noise} are widths: they must be >= 0")
         self.smear = float(smear)
         self.noise = float(noise)
-        self.drop_soft_p = _check_probability("drop_soft_p", drop_soft_p)
+        self.drop_soft_p = check_probability("drop_soft_p", drop_soft_p)
         if not 0.0 <= drop_soft_max_frac < 1.0:
             raise ValueError(f"drop_soft_max_frac={drop_soft_max_frac} must lie in [0, 1)")
         self.drop_soft_max_frac = float(drop_soft_max_frac)
-        self.split_p = _check_probability("split_p", split_p)
-        self.split_frac = _check_probability("split_frac", split_frac)
+        self.split_p = check_probability("split_p", split_p)
+        self.split_frac = check_probability("split_frac", split_frac)
 
     def forward(self, x: Tensor, keys: Tensor) -> Tensor:
         if x.dtype != torch.float32:  # the soft-deposit ranking reads float32 bit patterns
             return self.forward(x.float(), keys).to(x.dtype)
-        views = _views_per_sample(x, keys)
+        views = views_per_sample(x, keys)
         c, h, w = x.shape[1:]
         if (self.rot90 or self.rotate_any) and h != w:
             raise ValueError(f"rotations need square images, got {h}x{w}")
@@ -396,7 +190,7 @@ class JetAugment(nn.Module):
         """
         h, w = x.shape[2:]
         cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
-        xs, ys = _pixel_centres(w, x)[None, None, :], _pixel_centres(h, x)[None, :, None]
+        xs, ys = pixel_centres(w, x)[None, None, :], pixel_centres(h, x)[None, :, None]
         grid = torch.stack([cos * xs - sin * ys, sin * xs + cos * ys], 3)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         before, after = x.sum((2, 3), keepdim=True), out.sum((2, 3), keepdim=True)
