@@ -76,8 +76,8 @@ class Workload:
 
 
 QUICK = Timing(warmup=1, steps=1, windows=2)
-QUICK_OVERRIDES = ("data.batch_size=16",)  # --quick checks the machinery, it measures nothing
-HDF5_JETS = ("dataset=hdf5", "augment=jets", "data.batch_size=256")
+QUICK_OVERRIDES = ("method.batch_size=16",)  # --quick checks the machinery, it measures nothing
+HDF5_JETS = ("dataset=hdf5", "augment=jets", "method.batch_size=256")
 # as the built-in `dataset=jets` reads them: images held in memory, 1 MeV zero-suppression
 JETS32 = (*HDF5_JETS, "dataset.source.in_memory=true", "dataset.preprocess.zero_suppress=1e-3")
 NATURAL = (
@@ -89,7 +89,7 @@ NATURAL = (
     "dataset.source.in_memory=true",
     "dataset.num_classes=10",
     "augment=natural",
-    "data.batch_size=128",
+    "method.batch_size=128",
 )
 PROJECTORS = {  # lightly's SimCLRProjectionHead(512, 512, 128), BarlowTwinsProjectionHead(...2048)
     ("natural", "simclr"): ("method.projector.hidden_dim=512", "method.projector.out_dim=128"),

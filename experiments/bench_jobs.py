@@ -32,12 +32,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ssl_lightning import train
+from ssl_lightning.callbacks.loss_trace import LossTrace
 from ssl_lightning.data.batching import BatchIndexSampler, BatchReader
 from ssl_lightning.data.random_keys import sample_keys
 from ssl_lightning.data.splits import make_split
 from ssl_lightning.host_memory import keep_freed_memory
 from ssl_lightning.optim import build_optimizer, split_decay_groups
-from ssl_lightning.runs import LossTrace
 
 LOADER_BATCH = 256
 SCALING_GLOBAL_BATCH = 256
@@ -101,7 +101,7 @@ class BareStep:
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0, "lars": False}]
         opt = cfg.method.optimizer
         self.optimizer = build_optimizer(opt.name, groups, opt.lr, opt)
-        self.n = cfg.data.batch_size
+        self.n = cfg.method.batch_size
         views = torch.randn(2 * self.n, *image_shape, device=self.device)
         self.views = views.contiguous(memory_format=memory_format)
         half = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(cfg.hardware.precision)
@@ -149,7 +149,7 @@ def training_job(args: argparse.Namespace) -> dict[str, Any]:
         )
         keep_freed_memory(cfg.hardware.malloc_keep_mb)  # as run() does: bare and views see it too
         source = train.build(cfg.dataset.source)
-        image = torch.from_numpy(source.read(np.arange(cfg.data.batch_size)))
+        image = torch.from_numpy(source.read(np.arange(cfg.method.batch_size)))
         augment = augment_rate(cfg, image, reps=2 if args.quick else 10)
         bare = BareStep(cfg, source.image_shape)
         bare.rate(timing.warmup)
@@ -158,7 +158,7 @@ def training_job(args: argparse.Namespace) -> dict[str, Any]:
         # run() takes no extra callbacks: the timer stands in for its LossTrace
         with mock.patch.object(train, "LossTrace", lambda: timer):
             results = train.run(cfg)
-    full = timer.window_rates(cfg.data.batch_size)
+    full = timer.window_rates(cfg.method.batch_size)
     efficiency = statistics.median(f / b for f, b in zip(full, bare_rates, strict=True))
     choices = HydraConfig.get().runtime.choices
     return {
@@ -166,7 +166,7 @@ def training_job(args: argparse.Namespace) -> dict[str, Any]:
         "method": args.method,
         "backbone": choices["backbone"],
         "image_shape": list(source.image_shape),
-        "batch_size": cfg.data.batch_size,
+        "batch_size": cfg.method.batch_size,
         "images_per_s": round(statistics.median(full), 1),
         "bare_images_per_s": round(statistics.median(bare_rates), 1),
         "efficiency": round(efficiency, 3),
@@ -236,7 +236,7 @@ def scaling_job(args: argparse.Namespace) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
                 extra = [
                     f"hardware={hardware}",
-                    f"data.batch_size={SCALING_GLOBAL_BATCH // processes}",
+                    f"method.batch_size={SCALING_GLOBAL_BATCH // processes}",
                     f"trainer.max_epochs={max_epochs}",
                     "trainer.limit_val_batches=0",
                     f"hydra.run.dir={tmp}",

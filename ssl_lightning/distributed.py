@@ -7,6 +7,9 @@ a job the launching process must forget the job's process group and DDP environm
 or the next job of the sweep would reuse the dead group instead of starting its own ranks.
 A job that crashes while distributed ends the sweep: its other ranks are stuck in a collective,
 and the next job would wait on them until Lightning's watchdog kills the whole process.
+
+The child command is Lightning's private `subprocess_script._hydra_subprocess_cmd`, replaced here
+and nowhere else; `use_job_command` refuses to run on a Lightning without it (tests check it too).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ from contextlib import contextmanager
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
+from lightning import __version__ as lightning_version
 from lightning.pytorch.strategies.launchers import subprocess_script
 
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+PATCHED_HOOK = "_hydra_subprocess_cmd"  # Lightning's private builder of the children's command
 
 
 def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
@@ -37,6 +42,18 @@ def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     return command, get_original_cwd()
 
 
+def use_job_command() -> None:
+    """Make Lightning start DDP children with `job_subprocess_cmd`; fail loudly, before any rank
+    starts, when a Lightning upgrade removed or renamed the hook (children would rerun the
+    whole sweep)."""
+    if not callable(getattr(subprocess_script, PATCHED_HOOK, None)):
+        raise RuntimeError(
+            f"lightning {lightning_version} has no subprocess_script.{PATCHED_HOOK}: "
+            "ssl_lightning.distributed must be updated for this Lightning version"
+        )
+    setattr(subprocess_script, PATCHED_HOOK, job_subprocess_cmd)
+
+
 @contextmanager
 def ddp_job_scope(expected: tuple[type[BaseException], ...]) -> Iterator[None]:
     """Run one job: children start with the job's command; afterwards the group is gone.
@@ -45,7 +62,7 @@ def ddp_job_scope(expected: tuple[type[BaseException], ...]) -> Iterator[None]:
     process group spans several processes exits the process with status 1, past Hydra's
     per-job error handling, so a sweep fails fast instead of hanging in its next job.
     """
-    subprocess_script._hydra_subprocess_cmd = job_subprocess_cmd
+    use_job_command()
     saved = {key: os.environ.get(key) for key in DDP_ENV}
     try:
         yield

@@ -19,16 +19,17 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
-from rich.console import Console
 
+from ssl_lightning.callbacks.loss_trace import LossTrace
+from ssl_lightning.callbacks.save_on_signal import SaveOnSignal
 from ssl_lightning.checkpoint_io import AtomicCheckpointIO
 from ssl_lightning.data.datamodule import ViewsDataModule
+from ssl_lightning.data.needs import DataNeeds
 from ssl_lightning.distributed import ddp_job_scope
 from ssl_lightning.errors import UserError
 from ssl_lightning.host_memory import keep_freed_memory
 from ssl_lightning.models.global_batchnorm import convert_to_global_batchnorm
-from ssl_lightning.preemption import SaveOnSignal
-from ssl_lightning.runs import LossTrace, provenance, scalar_metrics, write_results
+from ssl_lightning.results import print_summary, provenance, scalar_metrics, write_results
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 TRAINER_HARDWARE_KEYS = (
@@ -51,11 +52,13 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise
 
 
-def build_datamodule(cfg: DictConfig, run_dir: Path) -> ViewsDataModule:
-    """The data module for `cfg.dataset`, with the augmentation of `cfg.augment`."""
+def build_datamodule(cfg: DictConfig, run_dir: Path, needs: DataNeeds) -> ViewsDataModule:
+    """The data module for `cfg.dataset`, with the augmentation of `cfg.augment`, emitting what
+    the training module `needs`."""
     ds = cfg.dataset
     return ViewsDataModule(
         source=build(ds.source),
+        needs=needs,
         augment=build(cfg.augment),
         channels=ds.channels,
         val_fraction=ds.val_fraction,
@@ -67,7 +70,8 @@ def build_datamodule(cfg: DictConfig, run_dir: Path) -> ViewsDataModule:
         split_file=str(run_dir / "split.npz"),
         pin_memory=cfg.hardware.pin_memory,
         channels_last=cfg.hardware.channels_last,
-        **cfg.data,
+        batch_size=cfg.method.batch_size,
+        **cfg.loader,
     )
 
 
@@ -101,9 +105,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     checkpoint_dir = run_dir / "checkpoints"
     keep_freed_memory(cfg.hardware.malloc_keep_mb)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg, run_dir)
     method = OmegaConf.to_container(cfg.method, resolve=True)
     model = build(method, _recursive_=False, _convert_="all")
+    supervised = model.data_needs.labelled
+    datamodule = build_datamodule(cfg, run_dir, model.data_needs)
     if cfg.hardware.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.hardware.sync_batchnorm and cfg.hardware.accelerator == "cpu":
@@ -116,14 +121,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,
         filename="best",
-        monitor=model.monitor,
-        mode=model.monitor_mode,
+        monitor=model.checkpoint_metric,
+        mode=model.checkpoint_mode,
         save_last=True,
         auto_insert_metric_name=False,
     )
     trace = LossTrace()
-    monitor = cfg.monitor.probe_plots if model.supervised else cfg.monitor.representation
-    callbacks = [checkpoint, trace, SaveOnSignal(checkpoint_dir), build(monitor)]
+    watcher = cfg.callbacks.probe_plots if supervised else cfg.callbacks.representation
+    callbacks = [checkpoint, trace, SaveOnSignal(checkpoint_dir), build(watcher)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = L.Trainer(
@@ -139,7 +144,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, checkpoint_dir))
         metrics = scalar_metrics(trainer.callback_metrics)
-        if model.supervised:
+        if supervised:
             tested = trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
             metrics.update(scalar_metrics(tested[0]))
         record = provenance(datamodule.source.fingerprint())
@@ -169,25 +174,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         write_results(run_dir / "results.json", results)
-        print_summary(results, model.monitor)
+        print_summary(results, model.checkpoint_metric)
     return results
-
-
-def print_summary(results: dict[str, Any], monitor: str) -> None:
-    """A few lines a person reads at the end of a run."""
-    console = Console()
-    metrics = results["metrics"]
-    console.rule(f"{results['method']} on {results['dataset']} — {results['duration_s']:.0f} s")
-    if results["train_loss_first_step"] is not None:
-        console.print(
-            f"train loss: {results['train_loss_first_step']:.4f} (first step) -> "
-            f"{results['train_loss_last_epoch']:.4f} (last epoch mean)"
-        )
-    shown = [k for k in metrics if k.startswith(("val/online_", "test/")) or k == monitor]
-    for key in shown:
-        console.print(f"{key}: {metrics[key]:.4f}")
-    console.print(f"checkpoint: {results['checkpoints']['last']}")
-    console.print(f"results:    {Path(results['run_dir']) / 'results.json'}")
 
 
 def compose_run(overrides: list[str], output_dir: Path) -> DictConfig:

@@ -19,8 +19,8 @@ FAST = [
     "trainer.max_epochs=2",
     "trainer.enable_progress_bar=false",
     "trainer.log_every_n_steps=1",
-    "data.batch_size=32",
-    "data.eval_batch_size=64",
+    "method.batch_size=32",
+    "loader.eval_batch_size=64",
 ]
 
 

@@ -11,7 +11,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from ssl_lightning.embed import load_run_config, main
+from ssl_lightning.data.needs import NO_NEEDS
+from ssl_lightning.embed import main
+from ssl_lightning.embeddings import load_run_config
 from ssl_lightning.methods.simclr import SimCLR
 from ssl_lightning.train import build_datamodule
 from tests.conftest import FAST
@@ -34,9 +36,9 @@ def run_config(pretrained, tmp_path_factory) -> Path:
 def reference(pretrained, run_config):
     """The run's data module and its SimCLR model, built the way training built them."""
     cfg = load_run_config(run_config, [])
-    datamodule = build_datamodule(cfg, Path(pretrained["run_dir"]))
-    datamodule.setup()
     model = SimCLR.load_from_checkpoint(pretrained["checkpoints"]["last"]).eval()
+    datamodule = build_datamodule(cfg, Path(pretrained["run_dir"]), NO_NEEDS)
+    datamodule.setup()
     return datamodule, model
 
 
@@ -89,10 +91,10 @@ def test_npz_of_all_splits_covers_every_sample_once(pretrained, run_config, refe
 
 def test_saved_hydra_paths_resolve_from_the_runs_hydra_yaml(run_config, monkeypatch):
     monkeypatch.delenv("SSL_LIGHTNING_DATA", raising=False)
-    cfg = load_run_config(run_config, ["data.eval_batch_size=7"])
+    cfg = load_run_config(run_config, ["loader.eval_batch_size=7"])
     cwd = OmegaConf.load(run_config.with_name("hydra.yaml")).hydra.runtime.cwd
     assert cfg.paths.data_dir == f"{cwd}/data"
-    assert cfg.data.eval_batch_size == 7
+    assert cfg.loader.eval_batch_size == 7
 
 
 @pytest.mark.parametrize(

@@ -46,23 +46,23 @@ def test_channel_mismatch(train, tmp_path):
 @pytest.mark.parametrize("fraction", ["0", "1.5"])
 def test_label_fraction_outside_unit_interval(train, fraction: str):
     with pytest.raises(UserError, match="label_fraction"):
-        train(["method=probe", "probe.mode=scratch", f"dataset.label_fraction={fraction}"])
+        train(["method=probe", "method.mode=scratch", f"dataset.label_fraction={fraction}"])
 
 
 def test_batch_larger_than_training_split(train):
     with pytest.raises(UserError, match="batch_size=1000.*384 training samples"):
-        train(["data.batch_size=1000"])
+        train(["method.batch_size=1000"])
 
 
 def test_probe_checkpoint_missing(train, tmp_path):
     with pytest.raises(UserError, match="probe checkpoint not found"):
-        train(["method=probe", f"probe.backbone={tmp_path}/none.ckpt"])
+        train(["method=probe", f"method.pretrained={tmp_path}/none.ckpt"])
 
 
 def test_probe_checkpoint_with_another_backbone(train, pretrained):
     ckpt = pretrained["checkpoints"]["last"]
     with pytest.raises(UserError, match="holds backbone"):
-        train(["method=probe", "backbone=resnet15_wide", f"probe.backbone={ckpt}"])
+        train(["method=probe", "backbone=resnet15_wide", f"method.pretrained={ckpt}"])
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ssl_lightning.data.datamodule import MIN_VAL_PER_CLASS
+from ssl_lightning.data.needs import DataNeeds
 from ssl_lightning.metrics import RelativeResolution
 from ssl_lightning.train import build_datamodule
 from tests.conftest import with_fast
@@ -17,15 +18,13 @@ from tests.helpers import compose_run
 
 
 def datamodule(tmp_path, label_fraction: float, supervised: bool):
-    """The synthetic data module of a FAST run, set up, attached to a stand-in trainer."""
+    """The synthetic data module of a FAST run for a module that does (not) train on labels, set
+    up, attached to a stand-in trainer."""
     cfg = compose_run(with_fast([f"dataset.label_fraction={label_fraction}"]), tmp_path)
-    dm = build_datamodule(cfg, tmp_path)
+    needs = DataNeeds(views=0, labelled=supervised, target_scaling=None)
+    dm = build_datamodule(cfg, tmp_path, needs)
     dm.setup("fit")
-    dm.trainer = SimpleNamespace(
-        lightning_module=SimpleNamespace(supervised=supervised, num_views=0),
-        global_rank=0,
-        world_size=1,
-    )
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=1)
     return dm
 
 
@@ -49,7 +48,7 @@ def test_probe_validation_shrinks_with_the_label_fraction(tmp_path):
         dm = datamodule(tmp_path / str(fraction), fraction, supervised=True)
         labels = dm.source.labels
         chosen[fraction] = loader_indices(dm.val_dataloader())
-        assert chosen[fraction] == set(dm.val_indices(supervised=True).tolist())
+        assert chosen[fraction] == set(dm.val_indices(labelled=True).tolist())
         assert chosen[fraction].isdisjoint(dm.split["test"].tolist())
     val = np.array(sorted(chosen[1.0]))
     per_class = np.bincount(labels[val])

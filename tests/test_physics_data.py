@@ -150,7 +150,7 @@ def test_task_2g_pretrains_unlabelled_then_probes_the_labelled_file(train, tmp_p
             "dataset=e2e_2g",
             f"dataset.source.path={unlabelled}",
             "augment=jets",
-            "data.batch_size=16",
+            "method.batch_size=16",
         ],
         "2g",
     )
@@ -161,11 +161,11 @@ def test_task_2g_pretrains_unlabelled_then_probes_the_labelled_file(train, tmp_p
             "dataset=e2e_2g_labelled",
             f"dataset.source.path={labelled}",
             "method=probe",
-            "probe.mode=linear",
-            "probe.task=regression",
-            "probe.target=m",
-            f"probe.backbone={pretrain['checkpoints']['last']}",
-            "data.batch_size=16",
+            "method.mode=linear",
+            "method.task=regression",
+            "method.target=m",
+            f"method.pretrained={pretrain['checkpoints']['last']}",
+            "method.batch_size=16",
         ],
         "2g_probe",
     )
@@ -181,7 +181,7 @@ def test_qg_e2e_channel_last_file_trains(train, tmp_path):
         f["pt"] = rng.random(96, dtype=np.float32)
         f["m0"] = rng.random(96, dtype=np.float32)
     results = train(
-        ["dataset=qg_e2e", f"dataset.source.path={path}", "augment=jets", "data.batch_size=16"],
+        ["dataset=qg_e2e", f"dataset.source.path={path}", "augment=jets", "method.batch_size=16"],
         "qg",
     )
     assert 0 <= results["metrics"]["val/online_auroc"] <= 1

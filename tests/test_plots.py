@@ -12,13 +12,13 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
-from ssl_lightning.callbacks import ProbePlots
+from ssl_lightning.callbacks.probe_plots import ProbePlots
 from ssl_lightning.loggers import wandb_logger
 from ssl_lightning.plots import plot_pca, plot_regression, plot_roc
 from ssl_lightning.train import build, build_datamodule
-from ssl_lightning.wandb_offline import offline_run_file, read_history
 from tests.conftest import FAST
 from tests.helpers import compose_run
+from tests.wandb_offline import offline_run_file, read_history
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -91,17 +91,19 @@ def test_pca_map_reports_the_dominant_direction(tmp_path, saved_figures):
 @pytest.mark.parametrize(
     ("task", "figures"),
     [
-        (["probe.task=classification"], ("roc_test", "pca_test")),
-        (["probe.task=regression", "probe.target=size"], ("size_test", "pca_test")),
+        (["method.task=classification"], ("roc_test", "pca_test")),
+        (["method.task=regression", "method.target=size"], ("size_test", "pca_test")),
     ],
     ids=["classification", "regression"],
 )
 def test_probe_plots_after_test_are_written_and_logged_to_wandb(tmp_path, task, figures):
-    cfg = compose_run([*FAST, "method=probe", "probe.mode=scratch", "logger=none", *task], tmp_path)
-    datamodule = build_datamodule(cfg, tmp_path)
+    cfg = compose_run(
+        [*FAST, "method=probe", "method.mode=scratch", "logger=none", *task], tmp_path
+    )
     model = build(
         OmegaConf.to_container(cfg.method, resolve=True), _recursive_=False, _convert_="all"
     )
+    datamodule = build_datamodule(cfg, tmp_path, model.data_needs)
     logger = wandb_logger("ssl-lightning-test", None, "offline", str(tmp_path), [])
     trainer = L.Trainer(
         max_epochs=1,

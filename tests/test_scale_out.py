@@ -71,7 +71,7 @@ def test_ddp_multirun_runs_each_job_once_and_equals_one_process(tmp_path):
         assert (job / "ddp_rank_1.log").is_file()  # rank 1 ran this job, in this folder
         single = run(
             compose_run(
-                [f"method={method}", *overrides, "data.batch_size=64"],
+                [f"method={method}", *overrides, "method.batch_size=64"],
                 tmp_path / f"single_{method}",
             )
         )
@@ -93,7 +93,7 @@ def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
     assert [json.loads(p.read_text())["method"] for p in found] == ["simclr", "barlow_twins"]
 
 
-RESUMABLE = [*COMMON, "data.batch_size=64", "trainer.max_epochs=3", "trainer.deterministic=true"]
+RESUMABLE = [*COMMON, "method.batch_size=64", "trainer.max_epochs=3", "trainer.deterministic=true"]
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -151,7 +151,7 @@ def test_same_seed_and_deterministic_mode_give_an_identical_loss_curve(tmp_path)
         *COMMON,
         "trainer.max_epochs=2",
         "trainer.log_every_n_steps=1",
-        "data.batch_size=32",
+        "method.batch_size=32",
         "trainer.deterministic=true",
         "method=barlow_twins",
     ]

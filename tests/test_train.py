@@ -12,9 +12,9 @@ import torch
 
 from ssl_lightning.methods.simclr import SimCLR
 from ssl_lightning.train import build_datamodule
-from ssl_lightning.wandb_offline import offline_run_file, read_history
 from tests.conftest import with_fast
 from tests.helpers import compose_run
+from tests.wandb_offline import offline_run_file, read_history
 
 
 def test_simclr_run_writes_results_and_checkpoints(pretrained):
@@ -41,7 +41,7 @@ def test_best_checkpoint_restores_the_same_validation_metric(pretrained, tmp_pat
     ckpt_cb = next(v for k, v in saved["callbacks"].items() if "ModelCheckpoint" in k)
     cfg = compose_run(with_fast(["method=simclr", "logger=none"]), tmp_path)
     model = SimCLR.load_from_checkpoint(best)
-    datamodule = build_datamodule(cfg, Path(pretrained["run_dir"]))
+    datamodule = build_datamodule(cfg, Path(pretrained["run_dir"]), model.data_needs)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, use_distributed_sampler=False)
     (validated,) = trainer.validate(model, datamodule=datamodule, verbose=False)
     assert validated["val/loss"] == pytest.approx(float(ckpt_cb["best_model_score"]), rel=1e-5)
@@ -73,7 +73,7 @@ def test_wandb_offline_run_is_readable_from_its_files(train):
 
 def test_linear_probe_loads_the_pretrained_backbone_and_keeps_it_frozen(pretrained, train):
     ckpt = pretrained["checkpoints"]["last"]
-    results = train(["method=probe", "probe.mode=linear", f"probe.backbone={ckpt}"], "probe")
+    results = train(["method=probe", "method.mode=linear", f"method.pretrained={ckpt}"], "probe")
     for key in ("test/acc", "test/auroc", "val/auroc"):
         assert 0 <= results["metrics"][key] <= 1, key
     pretrained_state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
@@ -88,7 +88,7 @@ def test_linear_probe_loads_the_pretrained_backbone_and_keeps_it_frozen(pretrain
 
 def test_finetune_probe_changes_the_backbone(pretrained, train):
     ckpt = pretrained["checkpoints"]["last"]
-    results = train(["method=probe", "probe.mode=finetune", f"probe.backbone={ckpt}"], "ft")
+    results = train(["method=probe", "method.mode=finetune", f"method.pretrained={ckpt}"], "ft")
     before = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     after = torch.load(results["checkpoints"]["last"], map_location="cpu", weights_only=False)[
         "state_dict"
@@ -98,25 +98,27 @@ def test_finetune_probe_changes_the_backbone(pretrained, train):
 
 def test_regression_probe_reports_errors_in_target_units(train):
     results = train(
-        ["method=probe", "probe.mode=scratch", "probe.task=regression", "probe.target=size"],
+        ["method=probe", "method.mode=scratch", "method.task=regression", "method.target=size"],
         "reg",
     )
     metrics = results["metrics"]
     assert 0 < metrics["test/mae"] <= metrics["test/rmse"]
     saved = torch.load(results["checkpoints"]["best"], map_location="cpu", weights_only=False)
-    mean = float(saved["state_dict"]["target_mean"])
-    assert mean > 0 and float(saved["state_dict"]["target_std"]) > 0  # blob width, in pixels
+    mean = float(saved["state_dict"]["task.target_scaling.mean"])
+    assert (
+        mean > 0 and float(saved["state_dict"]["task.target_scaling.std"]) > 0
+    )  # blob width, in pixels
 
 
 def test_lpft_keeps_the_backbone_frozen_for_lp_epochs_then_fine_tunes(pretrained, train):
     ckpt = pretrained["checkpoints"]["last"]
     before = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     key = "backbone.stem.0.weight"
-    args = ["method=probe", "probe.mode=lpft", f"probe.backbone={ckpt}"]
-    linear_only = train([*args, "probe.lp_epochs=2"], "lp")  # both epochs in the linear phase
+    args = ["method=probe", "method.mode=lpft", f"method.pretrained={ckpt}"]
+    linear_only = train([*args, "method.lp_epochs=2"], "lp")  # both epochs in the linear phase
     after_lp = torch.load(linear_only["checkpoints"]["last"], weights_only=False)["state_dict"]
     assert torch.equal(before[key], after_lp[key])
     assert not torch.equal(after_lp["head.1.weight"], torch.zeros_like(after_lp["head.1.weight"]))
-    both = train([*args, "probe.lp_epochs=1"], "lpft")
+    both = train([*args, "method.lp_epochs=1"], "lpft")
     after_ft = torch.load(both["checkpoints"]["last"], weights_only=False)["state_dict"]
     assert not torch.equal(before[key], after_ft[key])

@@ -7,6 +7,7 @@ CPU augmentation bottleneck, and the draws do not depend on the rank or the batc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ssl_lightning.data.batching import BatchIndexSampler, BatchReader
+from ssl_lightning.data.needs import DataNeeds
 from ssl_lightning.data.preprocess import Preprocess
 from ssl_lightning.data.random_keys import sample_keys
 from ssl_lightning.data.sources.base import ImageSource
@@ -30,12 +32,14 @@ MIN_VAL_PER_CLASS = 5
 
 
 class ViewsDataModule(L.LightningDataModule):
-    """Emits batches with the clean normalised image `x` and, for SSL methods, the augmented
-    `views` ([num_views * N, C, H, W], view-major); SSL training batches carry no `x`."""
+    """Emits batches with the clean normalised image `x` and, when the training module needs
+    views, the augmented `views` ([views * N, C, H, W], view-major); SSL training batches carry
+    no `x`. What the module needs is declared in `needs` (see `data.needs`)."""
 
     def __init__(
         self,
         source: ImageSource,
+        needs: DataNeeds,
         augment: nn.Module,
         channels: int,
         val_fraction: float,
@@ -57,6 +61,7 @@ class ViewsDataModule(L.LightningDataModule):
                 f"dataset.label_fraction={label_fraction} must lie in (0, 1], e.g. 0.01 for 1%"
             )
         self.source = source
+        self.needs = needs
         self.augment = augment
         self.channels = channels
         self.val_fraction = val_fraction
@@ -98,6 +103,10 @@ class ViewsDataModule(L.LightningDataModule):
                 save_split(self.split, self.split_file, fingerprint)
         if self.preprocess.needs_statistics:
             self.preprocess.fit(self._train_sample())
+        if self.needs.target_scaling is not None:
+            self.needs.target_scaling.fit(
+                self._labelled_train_values(self.needs.target_scaling.target)
+            )
 
     def _is_rank_zero(self) -> bool:
         return self.trainer is None or self.trainer.global_rank == 0
@@ -117,42 +126,34 @@ class ViewsDataModule(L.LightningDataModule):
         sample = np.sort(rng.choice(train, size=min(len(train), STATS_SAMPLE), replace=False))
         return torch.from_numpy(self.source.read(sample))
 
-    @property
-    def _supervised(self) -> bool:
-        """Whether the running module trains on labels (then the label fraction applies); without
-        a trainer (ssl-embed, callbacks reading a split) the loaders serve whole splits."""
-        module = self.trainer.lightning_module if self.trainer else None
-        return bool(getattr(module, "supervised", False))
-
-    def train_indices(self, supervised: bool) -> np.ndarray:
+    def train_indices(self, labelled: bool) -> np.ndarray:
         """SSL pretraining uses the whole train split; supervised runs its labelled subset."""
         train = self.split["train"]
-        if not supervised:
+        if not labelled:
             return train
         return labelled_subset(train, self.source.labels, self.label_fraction, self.split_seed)
 
-    def val_indices(self, supervised: bool) -> np.ndarray:
+    def val_indices(self, labelled: bool) -> np.ndarray:
         """SSL runs validate on the whole val split; supervised runs on the same label fraction of
         it (stratified, nested, seeded like the training subset, >= MIN_VAL_PER_CLASS a class):
         model selection then uses no more labels than the run claims."""
         val = self.split["val"]
-        if not supervised:
+        if not labelled:
             return val
         return labelled_subset(
             val, self.source.labels, self.label_fraction, self.split_seed, MIN_VAL_PER_CLASS
         )
 
-    def target_stats(self, name: str) -> tuple[float, float]:
-        """Mean/std of a regression target over the labelled training subset (for standardising)."""
+    def _labelled_train_values(self, name: str) -> np.ndarray:
+        """A regression target's values over the labelled training subset."""
         targets = self.source.targets
         if name not in targets:
             known = ", ".join(targets) or "none"
             raise UserError(
                 f"regression target {name!r} not in the dataset (has: {known}): "
-                "set probe.target to one of them"
+                "set method.target to one of them"
             )
-        values = targets[name][self.train_indices(supervised=True)].astype(np.float64)
-        return float(values.mean()), float(max(values.std(), 1e-8))
+        return targets[name][self.train_indices(labelled=True)]
 
     # --- loaders ------------------------------------------------------------------------------
     def _loader(self, indices: np.ndarray, batch_size: int, shuffle: bool) -> DataLoader:
@@ -169,20 +170,22 @@ class ViewsDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        supervised = self._supervised
-        indices = self.train_indices(supervised)
+        labelled = self.needs.labelled
+        indices = self.train_indices(labelled)
         world = self.trainer.world_size if self.trainer else 1
         if len(indices) < self.batch_size * world:
-            what = f"label_fraction {self.label_fraction} of " if supervised else ""
+            what = f"label_fraction {self.label_fraction} of " if labelled else ""
             raise UserError(
-                f"data.batch_size={self.batch_size} x {world} process(es) is larger than the "
+                f"method.batch_size={self.batch_size} x {world} process(es) is larger than the "
                 f"{len(indices)} training samples ({what}{len(self.split['train'])}): lower "
-                "data.batch_size or use more data"
+                "method.batch_size or use more data"
             )
         return self._loader(indices, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_indices(self._supervised), self.eval_batch_size, shuffle=False)
+        return self._loader(
+            self.val_indices(self.needs.labelled), self.eval_batch_size, shuffle=False
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.split["test"], self.eval_batch_size, shuffle=False)
@@ -190,22 +193,47 @@ class ViewsDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
-    # --- views on the device ------------------------------------------------------------------
+    # --- on the device: clean images and views -------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         raw = batch.pop("image").contiguous(memory_format=self.memory_format)
         image = self.preprocess.suppress(raw)
-        num_views = getattr(self.trainer.lightning_module, "num_views", 0) if self.trainer else 0
+        views = self.needs.views
         training = bool(self.trainer and self.trainer.training)
-        if not (num_views and training):  # SSL training steps read the views only
+        if not (views and training):  # SSL training steps read the views only
             batch["x"] = self.preprocess.scale(image)
-        if num_views:
-            batch["views"] = self.preprocess.scale(self._views(image, batch["index"], num_views))
+        if views:
+            batch["views"] = self.preprocess.scale(self._views(image, batch["index"], views))
         return batch
 
-    def _views(self, image: Tensor, index: Tensor, num_views: int) -> Tensor:
-        """All views of the batch from one augmentation call, view-major: [num_views * N, ...],
+    def _views(self, image: Tensor, index: Tensor, views: int) -> Tensor:
+        """All views of the batch from one augmentation call, view-major: [views * N, ...],
         which the backbone takes as it is (no concatenation)."""
         # evaluation views use epoch 0 every time, so the validation loss is comparable
         epoch = self.trainer.current_epoch if self.trainer.training else 0
-        keys = torch.cat([sample_keys(self.seed, epoch, index, v) for v in range(num_views)])
+        keys = torch.cat([sample_keys(self.seed, epoch, index, v) for v in range(views)])
         return self.augment(image, keys)
+
+    def evaluation_batches(
+        self, indices: np.ndarray, device: torch.device, dtype: torch.dtype
+    ) -> Iterator[dict]:
+        """Batches of `indices` in order, on `device`, for reading outside the training loop
+        (monitors, figures, ssl-embed): `image` (raw after zero-suppression, physical units), `x`
+        (preprocessed, in `dtype`), `index`, `y`, `targets`. No views: they cost an augmentation
+        pass each and are not needed to embed a sample."""
+        reader = BatchReader(self.source)
+        for start in range(0, len(indices), self.eval_batch_size):
+            batch = _to_device(reader[indices[start : start + self.eval_batch_size]], device)
+            batch["image"] = self.preprocess.suppress(batch["image"])
+            # the model's own dtype: outside a training step no precision plugin converts the input
+            batch["x"] = self.preprocess.scale(batch["image"]).to(dtype)
+            yield batch
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    """A reader batch (tensors and a dict of target tensors) moved to `device`."""
+    return {
+        key: {k: v.to(device) for k, v in value.items()}
+        if isinstance(value, dict)
+        else value.to(device)
+        for key, value in batch.items()
+    }

@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from ssl_lightning.losses import barlow_twins_loss
-from ssl_lightning.methods.base import SSLMethod
+from ssl_lightning.methods.ssl_method import SSLMethod
 
 
 class BarlowTwins(SSLMethod):

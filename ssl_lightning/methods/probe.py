@@ -4,9 +4,8 @@
 `finetune` and `lpft` start from a pretraining checkpoint. `lpft` trains the head on frozen
 features first, then fine-tunes everything from that head: fine-tuning from a fresh head
 wrecked the pretrained features of the unnormalised E2E net in a quick study (1%-label AUC 0.68
-against 0.83 for the frozen probe), starting from the probe's head kept them. Regression
-targets are standardised with the labelled training subset's statistics for training, and
-metrics are reported in the target's own units.
+against 0.83 for the frozen probe), starting from the probe's head kept them. What the head
+learns (classification, regression) is the probe's `ProbeTask`.
 """
 
 from __future__ import annotations
@@ -14,25 +13,22 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_lightning.data.needs import DataNeeds
 from ssl_lightning.errors import UserError
-from ssl_lightning.methods.recipe import TrainingRecipe
-from ssl_lightning.metrics import class_scores, classification_metrics, regression_metrics
+from ssl_lightning.methods.probe_tasks import probe_task
+from ssl_lightning.methods.training_module import TrainingModule
+from ssl_lightning.models.backbones import build_backbone, load_backbone_weights
 from ssl_lightning.models.heads import linear_head
-from ssl_lightning.models.registry import build_backbone, load_backbone_weights
 from ssl_lightning.optim import split_decay_groups
 
 MODES = ("linear", "finetune", "lpft", "scratch")
-TASKS = ("classification", "regression")
 STAGES = ("val", "test")
 
 
-class Probe(TrainingRecipe):
+class Probe(TrainingModule):
     """A head on a (frozen or trainable) backbone, trained on the labelled subset."""
-
-    supervised = True
 
     def __init__(
         self,
@@ -40,57 +36,38 @@ class Probe(TrainingRecipe):
         mode: str,
         task: str,
         target: str | None,
-        backbone_checkpoint: str | None,
+        pretrained: str | None,
         backbone_lr_scale: float,
         lp_epochs: int,
         optimizer: dict[str, Any],
         scheduler: dict[str, Any],
+        batch_size: int,
         num_classes: int | None,
-        monitor: str,
-        monitor_mode: str,
     ) -> None:
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, batch_size)
         if mode not in MODES:
-            raise UserError(f"probe.mode={mode!r} is not one of {', '.join(MODES)}")
-        if task not in TASKS:
-            raise UserError(f"probe.task={task!r} is not one of {', '.join(TASKS)}")
-        if mode == "scratch" and backbone_checkpoint:
+            raise UserError(f"method.mode={mode!r} is not one of {', '.join(MODES)}")
+        if mode == "scratch" and pretrained:
             raise UserError(
-                "probe.mode=scratch trains from random weights: drop probe.backbone, or use "
-                "probe.mode=linear|finetune to start from the checkpoint"
+                "method.mode=scratch trains from random weights: drop method.pretrained, or use "
+                "method.mode=linear|finetune to start from the checkpoint"
             )
-        if task == "regression" and not target:
-            raise UserError(
-                "probe.task=regression needs probe.target=<field>, e.g. probe.target=m0"
-            )
-        if task == "classification" and not num_classes:
-            raise UserError("probe.task=classification needs a labelled dataset (no labels found)")
+        self.task = probe_task(task, target, num_classes)
         self.save_hyperparameters()
-        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.checkpoint_metric = self.task.checkpoint_metric
+        self.checkpoint_mode = self.task.checkpoint_mode
         self.backbone = build_backbone(backbone)
-        if backbone_checkpoint:
-            load_backbone_weights(self.backbone, backbone_checkpoint, backbone)
+        if pretrained:
+            load_backbone_weights(self.backbone, pretrained, backbone)
         if mode == "linear":
             self.backbone.requires_grad_(False)
-        out = num_classes if task == "classification" else 1
-        self.head = linear_head(self.backbone.out_dim, out)
-        self.register_buffer("target_mean", torch.zeros(()))
-        self.register_buffer("target_std", torch.ones(()))
-        self.metrics = nn.ModuleDict(
-            {
-                stage: classification_metrics(num_classes, f"{stage}/")
-                if task == "classification"
-                else regression_metrics(f"{stage}/")
-                for stage in STAGES
-            }
-        )
+        self.head = linear_head(self.backbone.out_dim, self.task.outputs)
+        self.metrics = nn.ModuleDict({stage: self.task.metrics(f"{stage}/") for stage in STAGES})
 
-    def setup(self, stage: str) -> None:
-        """Regression: standardise with the labelled train subset (kept in the checkpoint)."""
-        if self.hparams.task == "regression" and stage == "fit":
-            mean, std = self.trainer.datamodule.target_stats(self.hparams.target)
-            self.target_mean.fill_(mean)
-            self.target_std.fill_(std)
+    @property
+    def data_needs(self) -> DataNeeds:
+        """Clean images of the labelled subset, and the task's target scaling fitted to it."""
+        return DataNeeds(views=0, labelled=True, target_scaling=self.task.target_scaling)
 
     @property
     def backbone_frozen(self) -> bool:
@@ -123,36 +100,18 @@ class Probe(TrainingRecipe):
             features = self.backbone(x)
         return self.head(features)
 
-    def target_of(self, batch: dict) -> Tensor:
-        """What the head is trained to predict: the class, or the regression target's value."""
-        if self.hparams.task == "classification":
-            return batch["y"]
-        return batch["targets"][self.hparams.target].float()
-
-    def _loss(self, out: Tensor, labels: Tensor) -> Tensor:
-        if self.hparams.task == "classification":
-            return F.cross_entropy(out, labels)
-        standardised = (labels - self.target_mean) / self.target_std
-        return F.mse_loss(out.squeeze(1), standardised)
-
-    def prediction(self, out: Tensor) -> Tensor:
-        """Class scores, or the regression output back in the target's units."""
-        if self.hparams.task == "classification":
-            return class_scores(out)
-        return out.squeeze(1).float() * self.target_std + self.target_mean
-
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self._loss(self(batch["x"]), self.target_of(batch))
+    def training_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
+        loss = self.task.loss(self(batch["x"]), self.task.target(batch))
         self.check_finite(loss)
-        if self.step_is_logged:  # every step's loss reaches callbacks as the returned `loss`
+        if self.step_is_logged:
             self.log("train/loss", loss, prog_bar=True)
-        return loss
+        return self.step_output(loss)
 
     def _evaluate(self, batch: dict, stage: str) -> None:
-        out, labels = self(batch["x"]), self.target_of(batch)
-        self.log(f"{stage}/loss", self._loss(out, labels), sync_dist=True)
+        out, target = self(batch["x"]), self.task.target(batch)
+        self.log(f"{stage}/loss", self.task.loss(out, target), sync_dist=True)
         metrics = self.metrics[stage]
-        metrics.update(self.prediction(out), labels)
+        metrics.update(self.task.prediction(out), target)
         self.log_dict(metrics, prog_bar=stage == "val")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

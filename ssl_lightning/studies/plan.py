@@ -16,16 +16,16 @@ from typing import Any
 SCRATCH = "none"  # the `pretrained` of a job that starts from random weights
 # the probe settings each job sets from its own dict (Hydra resolves them when the job runs)
 JOB_OVERRIDES = (
-    "probe.task=${study_job.task}",
-    "probe.target=${study_job.target}",
-    "probe.mode=${study_job.mode}",
-    "probe.backbone=${study_job.backbone}",
-    "probe.lp_epochs=${study_job.lp_epochs}",
+    "method.task=${study_job.task}",
+    "method.target=${study_job.target}",
+    "method.mode=${study_job.mode}",
+    "method.pretrained=${study_job.backbone}",
+    "method.lp_epochs=${study_job.lp_epochs}",
     "dataset.label_fraction=${study_job.fraction}",
     "seed=${study_job.seed}",
     "trainer.max_epochs=${study_job.epochs}",
     "method.scheduler.warmup_epochs=${study_job.warmup_epochs}",
-    "data.batch_size=${study_job.batch_size}",
+    "method.batch_size=${study_job.batch_size}",
     "hydra.sweep.subdir=${study_job.name}",
 )
 

@@ -1,30 +1,31 @@
-"""Lightning callbacks: representation monitors during pretraining, figures after a probe's test.
+"""RepresentationMonitor: what the features of an SSL run are worth, while it pretrains.
 
-Both read their samples themselves (`evaluation_batches`: clean images, no views) from the data
-module's saved split instead of collecting what the steps saw, so the numbers do not depend on
-batch order or on how DDP shards the data. Under DDP only rank 0 computes and logs
+It reads its samples itself (`ViewsDataModule.evaluation_batches`: clean images, no views) from
+the data module's saved split instead of collecting what the steps saw, so the numbers do not
+depend on batch order or on how DDP shards the data. Under DDP only rank 0 computes and logs
 (`rank_zero_only=True`): the other ranks wait for it at the next collective, which costs the same
-wall time as computing everywhere and reads the data once. Such metrics cannot be a checkpoint
-`monitor` (Lightning's rule for rank-zero-only logs).
+wall time as computing everywhere and reads the data once. Such metrics cannot pick the best
+checkpoint (Lightning's rule for rank-zero-only logs).
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torchmetrics.functional.classification import binary_auroc
 
 from ssl_lightning.data.datamodule import ViewsDataModule
-from ssl_lightning.embed import evaluation_batches
+from ssl_lightning.diagnostics import (
+    effective_rank,
+    knn_predict,
+    normalised_std,
+    ridge_r2,
+    std_ratio,
+)
 from ssl_lightning.errors import UserError
-from ssl_lightning.monitors import effective_rank, knn_predict, normalised_std, ridge_r2, std_ratio
-from ssl_lightning.plots import plot_pca, plot_regression, plot_roc
 
 
 class RepresentationMonitor(Callback):
@@ -58,7 +59,7 @@ class RepresentationMonitor(Callback):
         ):
             if not ok:
                 raise UserError(
-                    f"monitor.representation.{name}={value} is out of range: set a positive value"
+                    f"callbacks.representation.{name}={value} is out of range: set a positive value"
                 )
         self.every_n_epochs = every_n_epochs
         self.knn_k = knn_k
@@ -80,7 +81,7 @@ class RepresentationMonitor(Callback):
     ) -> dict[str, float]:
         """All diagnostics on the current weights; kNN only for labelled data, the shortcut R²
         only when the count varies."""
-        bank = self._embed(pl_module, datamodule, datamodule.train_indices(supervised=True))
+        bank = self._embed(pl_module, datamodule, datamodule.train_indices(labelled=True))
         val = self._embed(pl_module, datamodule, datamodule.split["val"])
         metrics = {
             "val/embed_std": float(normalised_std(val["z"]).mean()),
@@ -115,7 +116,7 @@ class RepresentationMonitor(Callback):
             indices = np.sort(rng.choice(indices, self.max_samples, replace=False))
         projector = getattr(pl_module, "projector", None)
         parts: dict[str, list[Tensor]] = {}
-        for batch in evaluation_batches(datamodule, indices, pl_module.device, pl_module.dtype):
+        for batch in datamodule.evaluation_batches(indices, pl_module.device, pl_module.dtype):
             features = pl_module.backbone(batch["x"])
             columns = {
                 "features": features.float(),
@@ -129,54 +130,3 @@ class RepresentationMonitor(Callback):
             for name, values in columns.items():
                 parts.setdefault(name, []).append(values)
         return {name: torch.cat(values) for name, values in parts.items()}
-
-
-class ProbePlots(Callback):
-    """After a probe's test: ROC curve (classification) or predicted vs true (regression), and a
-    PCA map of the backbone embeddings, as PNGs in `out_dir` and W&B images when logged to W&B.
-
-    Runs on the weights `trainer.test` evaluated (the best checkpoint in `ssl-train`), over the
-    whole test split, so the ROC's AUC is the reported test AUC.
-    """
-
-    def __init__(self, out_dir: str) -> None:
-        self.out_dir = Path(out_dir)
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        paths = self.plot(pl_module, trainer.datamodule)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                for path in paths:
-                    logger.log_image(key=f"plots/{path.stem}", images=[str(path)])
-
-    @torch.no_grad()
-    def plot(self, probe: L.LightningModule, datamodule: ViewsDataModule) -> list[Path]:
-        """Write the figures for `probe` (a `Probe`) on the test split; returns their paths."""
-        parts: dict[str, list[Tensor]] = {}
-        for batch in evaluation_batches(
-            datamodule, datamodule.split["test"], probe.device, probe.dtype
-        ):
-            features = probe.backbone(batch["x"])
-            columns = {
-                "features": features.float(),
-                "prediction": probe.prediction(probe.head(features)),
-                "label": probe.target_of(batch),
-            }
-            for name, values in columns.items():
-                parts.setdefault(name, []).append(values.cpu())
-        data = {name: torch.cat(values).numpy() for name, values in parts.items()}
-        pca = self.out_dir / "pca_test.png"
-        if probe.hparams.task == "classification":
-            return [
-                plot_roc(data["prediction"], data["label"], self.out_dir / "roc_test.png"),
-                plot_pca(data["features"], data["label"], True, "class", pca),
-            ]
-        target = probe.hparams.target
-        return [
-            plot_regression(
-                data["prediction"], data["label"], target, self.out_dir / f"{target}_test.png"
-            ),
-            plot_pca(data["features"], data["label"], False, target, pca),
-        ]

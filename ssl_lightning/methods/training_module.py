@@ -1,4 +1,8 @@
-"""What every trainable module shares: optimizer, batch-scaled LR, warm-up + cosine, NaN guard."""
+"""TrainingModule: the LightningModule base of the SSL methods and the probe.
+
+It owns what every trainable module shares: the optimizer with a batch-scaled LR and warm-up +
+cosine schedule, the NaN guard, the step-logging cadence, and the declared needs of the data.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +14,33 @@ import lightning as L
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
+from ssl_lightning.data.needs import DataNeeds
 from ssl_lightning.errors import UserError
 from ssl_lightning.optim import build_optimizer, warmup_cosine
 
 REFERENCE_BATCH = 256  # LR = base LR x global batch / 256 (Goyal et al.; SimCLR, Barlow Twins)
+_REPORTED_LOSS = "reported_loss"  # step output: the method's loss without auxiliary terms
 
 
-class TrainingRecipe(L.LightningModule, ABC):
-    """Base of SSL methods and the probe. Subclasses list their parameter groups."""
+class TrainingModule(L.LightningModule, ABC):
+    """Base of SSL methods and the probe. Subclasses list their parameter groups, the data they
+    need, and the validation metric that picks the best checkpoint."""
 
-    supervised: bool = False  # True: trains on labels, so the data module applies label_fraction
-    num_views: int = 0  # augmented views per sample the data module must make
+    checkpoint_metric: str
+    checkpoint_mode: str  # min | max
 
-    def __init__(self, optimizer: dict[str, Any], scheduler: dict[str, Any]) -> None:
+    def __init__(
+        self, optimizer: dict[str, Any], scheduler: dict[str, Any], batch_size: int
+    ) -> None:
         super().__init__()
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler)
+        self.batch_size = batch_size
+
+    @property
+    @abstractmethod
+    def data_needs(self) -> DataNeeds:
+        """What the data module must emit for this module (views, labelled subset, scaling)."""
 
     @abstractmethod
     def param_groups(self) -> list[dict[str, Any]]:
@@ -35,8 +50,7 @@ class TrainingRecipe(L.LightningModule, ABC):
     @property
     def global_batch(self) -> int:
         """Samples per optimizer step over all processes and accumulation steps."""
-        per_rank = self.trainer.datamodule.batch_size
-        return per_rank * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        return self.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     @property
     def scaled_lr(self) -> float:
@@ -80,11 +94,23 @@ class TrainingRecipe(L.LightningModule, ABC):
     @property
     def step_is_logged(self) -> bool:
         """Whether values logged in this training step reach the loggers: Lightning writes step
-        values every log_every_n_steps (counting the step about to finish, as here), and each
-        self.log costs ~3 ms of bookkeeping (2-5% of a ResNet-15 step on a CPU), so step
+        values every log_every_n_steps (counting the step about to finish, as here). Each
+        self.log costs measurable bookkeeping on a small network (docs/results/), so step
         metrics are made and logged on those steps only."""
         every = self.trainer.log_every_n_steps
         return every > 0 and (self.global_step + 1) % every == 0
+
+    @staticmethod
+    def step_output(loss: Tensor, total: Tensor | None = None) -> dict[str, Tensor]:
+        """What a training step returns: `total` (the loss to optimise, default `loss`) for
+        Lightning, and `loss` alone, detached, for `reported_loss`."""
+        return {"loss": loss if total is None else total, _REPORTED_LOSS: loss.detach()}
+
+    @staticmethod
+    def reported_loss(outputs: dict[str, Tensor]) -> float:
+        """The method's own loss of a step (auxiliary terms such as an online probe's excluded),
+        as `step_output` made it: what callbacks trace every step."""
+        return float(outputs[_REPORTED_LOSS])
 
     def check_finite(self, loss: Tensor) -> None:
         """Stop at the first NaN/inf loss, naming the step; the last good checkpoint stays."""

@@ -1,4 +1,5 @@
-"""What a run leaves behind besides checkpoints: results.json, provenance, the printed summary."""
+"""What a run leaves behind besides checkpoints: results.json with its provenance, and the summary
+printed at the end."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-from lightning.pytorch.callbacks import Callback
+from rich.console import Console
 from torch import Tensor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,31 +49,6 @@ def git_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
-class LossTrace(Callback):
-    """Remembers the training loss of the first step and the mean over the last epoch (of every
-    step, not only of the logged ones)."""
-
-    def __init__(self) -> None:
-        self.first: float | None = None
-        self.epoch_values: list[float] = []
-        self.last_epoch_mean: float | None = None
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epoch_values = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        # every step's loss as the step returned it: `train_loss` where the returned `loss`
-        # also holds other terms (the SSL methods' online probe), else `loss`
-        value = float(outputs.get("train_loss", outputs["loss"]))
-        if self.first is None:
-            self.first = value
-        self.epoch_values.append(value)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.epoch_values:
-            self.last_epoch_mean = sum(self.epoch_values) / len(self.epoch_values)
-
-
 def scalar_metrics(metrics: dict[str, Tensor | float]) -> dict[str, float]:
     """Logged metrics as plain floats, sorted by name."""
     return {name: float(value) for name, value in sorted(metrics.items())}
@@ -84,3 +59,20 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+def print_summary(results: dict[str, Any], checkpoint_metric: str) -> None:
+    """A few lines a person reads at the end of a run."""
+    console = Console()
+    metrics = results["metrics"]
+    console.rule(f"{results['method']} on {results['dataset']} — {results['duration_s']:.0f} s")
+    if results["train_loss_first_step"] is not None:
+        console.print(
+            f"train loss: {results['train_loss_first_step']:.4f} (first step) -> "
+            f"{results['train_loss_last_epoch']:.4f} (last epoch mean)"
+        )
+    shown = [k for k in metrics if k.startswith(("val/online_", "test/")) or k == checkpoint_metric]
+    for key in shown:
+        console.print(f"{key}: {metrics[key]:.4f}")
+    console.print(f"checkpoint: {results['checkpoints']['last']}")
+    console.print(f"results:    {Path(results['run_dir']) / 'results.json'}")

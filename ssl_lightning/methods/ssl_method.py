@@ -13,18 +13,19 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ssl_lightning.methods.recipe import TrainingRecipe
+from ssl_lightning.data.needs import DataNeeds
+from ssl_lightning.diagnostics import std_ratio
+from ssl_lightning.methods.training_module import TrainingModule
 from ssl_lightning.metrics import class_scores, classification_metrics
+from ssl_lightning.models.backbones import build_backbone
 from ssl_lightning.models.heads import linear_head, mlp
-from ssl_lightning.models.registry import build_backbone
-from ssl_lightning.monitors import std_ratio
 from ssl_lightning.optim import split_decay_groups
 
+VIEWS = 2  # both losses compare two views of each sample
 
-class SSLMethod(TrainingRecipe):
+
+class SSLMethod(TrainingModule):
     """Shared training/validation logic of the self-supervised methods."""
-
-    num_views = 2
 
     def __init__(
         self,
@@ -32,19 +33,25 @@ class SSLMethod(TrainingRecipe):
         projector: dict[str, Any],
         optimizer: dict[str, Any],
         scheduler: dict[str, Any],
+        batch_size: int,
         online_probe_lr: float,
         num_classes: int | None,
-        monitor: str,
-        monitor_mode: str,
+        checkpoint_metric: str,
+        checkpoint_mode: str,
     ) -> None:
-        super().__init__(optimizer, scheduler)
+        super().__init__(optimizer, scheduler, batch_size)
         self.save_hyperparameters()
-        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.checkpoint_metric, self.checkpoint_mode = checkpoint_metric, checkpoint_mode
         self.backbone = build_backbone(backbone)
         self.projector = mlp(self.backbone.out_dim, **projector)
         self.online_probe = linear_head(self.backbone.out_dim, num_classes) if num_classes else None
         if num_classes:
             self.val_probe_metrics = classification_metrics(num_classes, "val/online_")
+
+    @property
+    def data_needs(self) -> DataNeeds:
+        """Two views of every training sample; pretraining never reads labels it trains on."""
+        return DataNeeds(views=VIEWS, labelled=False, target_scaling=None)
 
     @abstractmethod
     def ssl_loss(self, z1: Tensor, z2: Tensor) -> Tensor:
@@ -70,7 +77,7 @@ class SSLMethod(TrainingRecipe):
     def embed(self, views: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Features of view 1, and projections of both views, from one forward pass of the
         view-major batch [2N, C, H, W]."""
-        n = len(views) // self.num_views
+        n = len(views) // VIEWS
         features = self.backbone(views)
         z = self.projector(features)
         return features[:n], z[:n], z[n:]
@@ -79,7 +86,6 @@ class SSLMethod(TrainingRecipe):
         features, z1, z2 = self.embed(batch["views"])
         loss = self.ssl_loss(z1, z2)
         self.check_finite(loss)
-        # every step's loss still reaches callbacks as `train_loss` (LossTrace)
         written = self.step_is_logged
         if written:
             self.log("train/loss", loss, prog_bar=True)
@@ -90,7 +96,7 @@ class SSLMethod(TrainingRecipe):
             if written:
                 self.log("train/online_loss", probe_loss)
             total = loss + probe_loss
-        return {"loss": total, "train_loss": loss.detach()}
+        return self.step_output(loss, total)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         features, z1, z2 = self.embed(batch["views"])

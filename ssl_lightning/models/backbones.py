@@ -37,7 +37,7 @@ def load_backbone_weights(backbone: nn.Module, path: str, cfg: dict[str, Any]) -
     saved_cfg, state = read_checkpoint(
         file,
         "probe checkpoint",
-        "set probe.backbone to a pretraining run's last.ckpt (or null to start from random "
+        "set method.pretrained to a pretraining run's last.ckpt (or null to start from random "
         "weights)",
     )
     if dict(saved_cfg) != dict(cfg):
@@ -45,5 +45,20 @@ def load_backbone_weights(backbone: nn.Module, path: str, cfg: dict[str, Any]) -
             f"{file} holds backbone {dict(saved_cfg)} but this run builds {dict(cfg)}: choose the "
             "matching backbone=... and dataset.channels, or another checkpoint"
         )
-    weights = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    backbone.load_state_dict(weights)
+    backbone.load_state_dict(backbone_state(state))
+
+
+def load_backbone(checkpoint: Path) -> nn.Module:
+    """The backbone of a pretraining or probe checkpoint (both keep `backbone.*` and its config),
+    in eval mode."""
+    config, state = read_checkpoint(
+        checkpoint, "checkpoint", "pass --checkpoint <run_dir>/checkpoints/last.ckpt or best.ckpt"
+    )
+    backbone = build_backbone(config)
+    backbone.load_state_dict(backbone_state(state))
+    return backbone.eval()
+
+
+def backbone_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The `backbone.*` entries of a module's state dict, without the prefix."""
+    return {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}

@@ -10,21 +10,21 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ssl_lightning.callbacks import RepresentationMonitor
+from ssl_lightning.callbacks.representation import RepresentationMonitor
 from ssl_lightning.data.sources.synthetic import SyntheticSource
-from ssl_lightning.errors import UserError
-from ssl_lightning.monitors import (
+from ssl_lightning.diagnostics import (
     effective_rank,
     knn_predict,
     normalised_std,
     ridge_r2,
     std_ratio,
 )
+from ssl_lightning.errors import UserError
 from ssl_lightning.train import CONFIG_DIR, build, build_datamodule
 from tests.conftest import FAST
 from tests.helpers import compose_run
 
-MONITOR_YAML = Path(CONFIG_DIR) / "monitor" / "default.yaml"
+CALLBACKS_YAML = Path(CONFIG_DIR) / "callbacks" / "default.yaml"
 
 
 def clusters(n_per_class: int, num_classes: int, dim: int, seed: int):
@@ -133,8 +133,8 @@ def test_ridge_r2_does_not_depend_on_feature_scale():
 
 
 def monitor(**changes) -> RepresentationMonitor:
-    """The callback as conf/monitor/default.yaml builds it, with some settings changed."""
-    node = OmegaConf.load(MONITOR_YAML).representation
+    """The callback as conf/callbacks/default.yaml builds it, with some settings changed."""
+    node = OmegaConf.load(CALLBACKS_YAML).representation
     return build(OmegaConf.merge(node, changes))
 
 
@@ -151,10 +151,10 @@ def short_pretraining(tmp_path_factory):
     cfg = compose_run(
         [*FAST, "method=simclr", "logger=none", "dataset.preprocess.zero_suppress=0.05"], out
     )
-    datamodule = build_datamodule(cfg, out)
     model = build(
         OmegaConf.to_container(cfg.method, resolve=True), _recursive_=False, _convert_="all"
     )
+    datamodule = build_datamodule(cfg, out, model.data_needs)
     callback = monitor(every_n_epochs=5, knn_k=10)
     trainer = L.Trainer(
         max_epochs=1,
