@@ -39,6 +39,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS_SCRIPT = Path(__file__).with_name("bench_jobs.py")
@@ -46,14 +47,24 @@ NUM_IMAGES = 5120  # per data set, as in the peer scripts
 DATA_SEED = 0
 TRAINING = ("jets", "natural", "jets125")
 OTHERS = ("loader", "scaling")
-METHODS = ("simclr", "barlow_twins")
+
+
+def ssl_methods() -> tuple[str, ...]:
+    """Every SSL method config (the ones built on conf/method/ssl_base.yaml), SimCLR first: a new
+    method is benchmarked without a change here."""
+    configs = sorted((REPO / "conf" / "method").glob("*.yaml"))
+    built = [p.stem for p in configs if "ssl_base" in OmegaConf.load(p).get("defaults", [])]
+    return tuple(sorted(built, key=lambda name: (name != "simclr", name)))
+
+
+METHODS = ssl_methods()
 LOADER_TARGETS = {"jets": 20_000, "jets125": 2_000}  # read + densify images/s on one core
 # the peer's scripts per workload, and the names they give the methods
 PEER_SCRIPTS = {
     "natural": ("throughput_lightly.py", "bare_throughput.py"),
     "jets": ("throughput_jets_lightly.py",),
 }
-PEER_METHOD = {"simclr": "simclr", "barlow_twins": "barlow"}
+PEER_METHOD = {"simclr": "simclr", "barlow_twins": "barlow"}  # the methods the peer has
 
 
 @dataclass(frozen=True)
@@ -201,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             for method in WORKLOADS[name].methods:
                 if method in args.methods:
                     report(spawn("train", name, method, data_file, args))
-                    if args.peer and name in PEER_SCRIPTS:
+                    if args.peer and name in PEER_SCRIPTS and method in PEER_METHOD:
                         for result in run_peer(args, name, method):
                             report(result)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -12,13 +12,11 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from ssl_lightning.data.sources import (
-    CIFAR10Source,
-    DigitsSource,
-    HDF5Source,
-    ImageFolderSource,
-    SyntheticSource,
-)
+from ssl_lightning.data.sources.cifar10 import CIFAR10Source
+from ssl_lightning.data.sources.digits import DigitsSource
+from ssl_lightning.data.sources.hdf5 import HDF5Source
+from ssl_lightning.data.sources.image_folder import ImageFolderSource
+from ssl_lightning.data.sources.synthetic import SyntheticSource
 from ssl_lightning.data.sparse_images import write_sparse_images
 from ssl_lightning.errors import UserError
 

@@ -20,7 +20,14 @@ from ssl_lightning.studies.collect import (
     write_csv,
 )
 from ssl_lightning.studies.figures import plot_study
-from ssl_lightning.studies.plan import pending, plan_jobs, probe_budget, sweep_value
+from ssl_lightning.studies.plan import (
+    JOB_OVERRIDES,
+    pending,
+    plan_jobs,
+    probe_budget,
+    sweep_value,
+)
+from tests.helpers import compose_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TASKS = {
@@ -144,3 +151,16 @@ def test_nonempty_pixels_counts_pixels_with_a_deposit_in_any_channel():
 
     counts = nonempty_pixels(Source(), np.array([0, 5, 20]), threshold=1e-3)
     assert counts.tolist() == [1.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("preset", ["label_efficiency_small", "label_efficiency_full"])
+def test_every_job_of_a_preset_composes_with_keys_that_exist(preset, tmp_path):
+    """A renamed config key must not surface only when a study reaches that job."""
+    study = compose_run([f"experiment={preset}"], tmp_path).study
+    for method in study.pretrain.checkpoints:
+        compose_run([f"method={method}", *study.common, *study.pretrain.overrides], tmp_path)
+    probe = compose_run(["method=probe", *study.common, *study.probe.overrides], tmp_path)
+    for override in JOB_OVERRIDES:
+        key = override.split("=", 1)[0]
+        if not key.startswith("hydra."):
+            assert OmegaConf.select(probe, key, default=KeyError) is not KeyError, key
