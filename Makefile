@@ -22,7 +22,7 @@ pretrain:           ## SimCLR on the default dataset (override: make pretrain AR
 	ssl-train $(ARGS)
 
 probe:              ## linear probe of a checkpoint: make probe CKPT=outputs/.../checkpoints/last.ckpt
-	ssl-train method=probe probe.mode=linear probe.backbone=$(CKPT) $(ARGS)
+	ssl-train method=probe method.mode=linear method.pretrained=$(CKPT) $(ARGS)
 
 sweep:              ## a Hydra multirun over both SSL methods
 	ssl-train -m method=simclr,barlow_twins $(ARGS)

@@ -3,9 +3,9 @@
 Every training step allocates and frees the same large tensors (activations, gradients, views).
 By default glibc serves blocks above an adaptive threshold (at most 32 MiB) with fresh mmaps and
 returns freed memory at the top of the heap to the kernel, so each step can page-fault its
-tensors back in. On 2 CPU cores (`make bench`) raising the mmap and trim thresholds made the
-125x125 ResNet-15 step 2.2x faster and the ResNet-18 step 1.14x; peak RSS grew by up to 1.5 GB,
-as freed memory now stays in the process.
+tensors back in. Raising the mmap and trim thresholds removes those page faults, at the price
+of a higher peak RSS, as freed memory now stays in the process. What it measured on the CPU
+(`make bench`): docs/results/hardware_switches.md.
 """
 
 from __future__ import annotations

@@ -28,6 +28,6 @@ def linear_head(in_dim: int, out_dim: int) -> nn.Sequential:
     """A linear layer behind an affine-free BatchNorm: still a linear map of the features at
     inference, but the unnormalised E2E net's features drift in scale during pretraining (and
     differ by orders of magnitude between checkpoints), which left a plain linear layer trained
-    for a few hundred steps near chance (test AUC 0.55-0.65 on jets against 0.81 with the norm).
+    for a few hundred steps near chance (measured: docs/results/probe_head.md).
     """
     return nn.Sequential(nn.BatchNorm1d(in_dim, affine=False), nn.Linear(in_dim, out_dim))
