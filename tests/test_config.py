@@ -22,7 +22,7 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_its_documented_options():
-    assert options("method") == ["barlow_twins", "probe", "simclr"]
+    assert {"barlow_twins", "probe", "simclr"} <= set(options("method"))
     assert set(options("hardware")) >= {"cpu", "gpu", "ddp", "multinode", "ddp_cpu"}
     assert set(options("logger")) == {"wandb", "csv", "tensorboard", "none"}
     assert {"jets", "qg_e2e", "qg_e2e_parquet", "e2e_2g", "e2e_2g_labelled"} <= set(
