@@ -6,12 +6,13 @@ would corrupt `last.ckpt`, the very file a requeued job resumes from.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ssl_lightning.atomic_files import replaced_atomically
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -20,8 +21,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, target)
+        with replaced_atomically(Path(path)) as tmp:
+            torch.save(checkpoint, tmp)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
+from ssl_lightning.atomic_files import replaced_atomically
 from ssl_lightning.data.datamodule import ViewsDataModule
 from ssl_lightning.data.needs import NO_NEEDS
 from ssl_lightning.data.splits import SPLITS
@@ -116,14 +117,12 @@ def check_format(out: Path) -> None:
 def write_embeddings(arrays: dict[str, np.ndarray], out: Path) -> Path:
     """HDF5 (one dataset per array) or .npz, chosen by the suffix; written atomically."""
     check_format(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".npz":
-        with tmp.open("wb") as handle:
-            np.savez(handle, **arrays)
-    else:
-        with h5py.File(tmp, "w") as handle:
-            for name, values in arrays.items():
-                handle.create_dataset(name, data=values)
-    tmp.replace(out)
+    with replaced_atomically(out) as tmp:
+        if out.suffix == ".npz":
+            with tmp.open("wb") as handle:
+                np.savez(handle, **arrays)
+        else:
+            with h5py.File(tmp, "w") as handle:
+                for name, values in arrays.items():
+                    handle.create_dataset(name, data=values)
     return out

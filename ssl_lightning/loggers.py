@@ -8,6 +8,11 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger
 
+from ssl_lightning.atomic_files import write_text_atomically
+from ssl_lightning.data.sources.base import stable_hash
+
+SLURM_JOB_KEYS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")  # kept on requeue
+
 
 def wandb_api_key_configured() -> bool:
     """An API key in the environment or in ~/.netrc (what `wandb login` writes)."""
@@ -41,10 +46,17 @@ def wandb_logger(
 
 
 def run_id(path: Path) -> str:
-    """The W&B run id kept in the run folder, so a resumed job continues the same W&B run."""
+    """The W&B run id kept in the run folder, so every rank, a resumed run and a requeued job log
+    to the same W&B run.
+
+    A new id must be the same in every process without them talking: under SLURM all tasks of a
+    job start at once, so it is derived from the job (its id survives requeues) and the folder;
+    elsewhere the other ranks start after rank 0 wrote it (Lightning launches them from rank 0).
+    """
     if path.is_file():
         return path.read_text().strip()
-    new_id = secrets.token_hex(4)  # W&B run ids: short lowercase alphanumerics
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new_id + "\n")
+    job = tuple(os.environ.get(key) for key in SLURM_JOB_KEYS)
+    derived = stable_hash("wandb", job, str(path.resolve()))[:8]  # short lowercase hex, as W&B's
+    new_id = derived if job[0] else secrets.token_hex(4)
+    write_text_atomically(path, new_id + "\n")
     return new_id

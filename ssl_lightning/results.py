@@ -12,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from torch import Tensor
 
+from ssl_lightning.atomic_files import write_text_atomically
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,9 +58,7 @@ def scalar_metrics(metrics: dict[str, Tensor | float]) -> dict[str, float]:
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
     """Write results.json atomically (a crash never leaves half a file)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_text_atomically(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
 def print_summary(results: dict[str, Any], checkpoint_metric: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_lightning.atomic_files import replaced_atomically
 from ssl_lightning.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -63,9 +64,10 @@ def labelled_subset(
 
 
 def save_split(split: dict[str, np.ndarray], path: Path, fingerprint: str) -> None:
-    """Write the split next to the run so it can be audited and reused."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, fingerprint=np.array(fingerprint), **split)
+    """Write the split next to the run so it can be audited and reused; atomically, as other
+    ranks may read it while rank 0 writes it."""
+    with replaced_atomically(path) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, fingerprint=np.array(fingerprint), **split)
 
 
 def load_split(path: Path, fingerprint: str) -> dict[str, np.ndarray]:
