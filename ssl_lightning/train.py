@@ -75,9 +75,12 @@ def build_datamodule(cfg: DictConfig, run_dir: Path, needs: DataNeeds) -> ViewsD
     )
 
 
-def hardware_trainer_args(hardware: DictConfig) -> dict[str, Any]:
-    """Trainer arguments of the `hardware` group; bf16 falls back to fp16 on GPUs without it."""
+def hardware_trainer_args(hardware: DictConfig, idle_parameters: bool) -> dict[str, Any]:
+    """Trainer arguments of the `hardware` group; bf16 falls back to fp16 on GPUs without it, and
+    DDP looks for unused parameters when the module has `idle_parameters`."""
     args = {key: hardware[key] for key in TRAINER_HARDWARE_KEYS}
+    if idle_parameters and args["strategy"] == "ddp":
+        args["strategy"] = "ddp_find_unused_parameters_true"
     if args["accelerator"] == "cpu":
         args["sync_batchnorm"] = False  # done by GlobalBatchNorm instead
     if (
@@ -133,7 +136,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = L.Trainer(
         **cfg.trainer,
-        **hardware_trainer_args(cfg.hardware),
+        **hardware_trainer_args(cfg.hardware, model.idle_parameters),
         logger=loggers or False,
         callbacks=callbacks,
         default_root_dir=run_dir,

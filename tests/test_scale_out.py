@@ -82,6 +82,22 @@ def test_ddp_multirun_runs_each_job_once_and_equals_one_process(tmp_path):
         )
 
 
+def test_every_probe_mode_trains_and_tests_under_ddp(tmp_path):
+    """LP-FT's linear phase leaves the backbone without gradients: DDP must not wait for them."""
+    modes = ["linear", "finetune", "lpft", "scratch"]
+    args = ["-m", "hardware=ddp_cpu", "method=probe", f"method.mode={','.join(modes)}"]
+    args += [*COMMON, "debug=fast", "trainer.max_epochs=2", "method.lp_epochs=1"]
+    proc = ssl_train(args, tmp_path)
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    found = sorted(tmp_path.glob("multirun/*/*/results.json"), key=lambda p: int(p.parent.name))
+    assert len(found) == len(modes), out[-3000:]
+    for path in found:
+        results = json.loads(path.read_text())
+        assert results["global_batch"] == 64  # 2 ranks x 32
+        assert 0 <= results["metrics"]["test/auroc"] <= 1
+
+
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
     proc = ssl_train(
         ["-m", "hydra/launcher=local", "method=simclr,barlow_twins", "debug=fast", *COMMON],

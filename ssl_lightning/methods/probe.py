@@ -56,6 +56,7 @@ class Probe(TrainingModule):
         self.save_hyperparameters()
         self.checkpoint_metric = self.task.checkpoint_metric
         self.checkpoint_mode = self.task.checkpoint_mode
+        self.idle_parameters = mode == "lpft"  # the backbone waits out the linear phase
         self.backbone = build_backbone(backbone)
         if pretrained:
             load_backbone_weights(self.backbone, pretrained, backbone)

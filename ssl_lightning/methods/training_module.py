@@ -28,6 +28,9 @@ class TrainingModule(L.LightningModule, ABC):
 
     checkpoint_metric: str
     checkpoint_mode: str  # min | max
+    # True when some trainable parameters get no gradient in some steps (LP-FT's linear phase):
+    # DDP must then look for them every step instead of waiting for their gradients forever
+    idle_parameters: bool = False
 
     def __init__(
         self, optimizer: dict[str, Any], scheduler: dict[str, Any], batch_size: int
