@@ -33,7 +33,14 @@ PATCHED_HOOK = "_hydra_subprocess_cmd"  # Lightning's private builder of the chi
 def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     """The command that runs this Hydra job (not the sweep) as DDP rank `local_rank`."""
     hydra_cfg = HydraConfig.get()
-    command = [sys.executable, "-m", "ssl_lightning.train", *hydra_cfg.overrides.task]
+    command = [sys.executable, "-m", "ssl_lightning.train"]
+    command += [f"--config-name={hydra_cfg.job.config_name}"]  # a user's own root config too
+    command += [
+        f"--config-dir={source.path}"
+        for source in hydra_cfg.runtime.config_sources
+        if source.provider == "command-line"
+    ]
+    command += list(hydra_cfg.overrides.task)
     command += [
         f"hydra.run.dir={hydra_cfg.runtime.output_dir}",
         f"hydra.job.name=ddp_rank_{local_rank}",

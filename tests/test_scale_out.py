@@ -98,6 +98,23 @@ def test_every_probe_mode_trains_and_tests_under_ddp(tmp_path):
         assert 0 <= results["metrics"]["test/auroc"] <= 1
 
 
+def test_every_rank_runs_the_users_own_config_name_and_dir(tmp_path):
+    """Rank 1 must compose the same config as rank 0: with the package's train.yaml instead of the
+    user's, it would use another batch size and the ranks would wait on each other."""
+    user_conf = tmp_path / "my_conf"
+    user_conf.mkdir()
+    (user_conf / "mine.yaml").write_text(
+        "defaults:\n  - train\n  - _self_\nmethod:\n  batch_size: 16\n"
+    )
+    args = ["--config-dir", str(user_conf), "--config-name", "mine", "hardware=ddp_cpu"]
+    proc = ssl_train([*args, *COMMON, "debug=fast", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    out = finish(proc, timeout=180)
+    assert proc.returncode == 0, out[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["global_batch"] == 32  # 2 ranks x the user's 16
+    assert (tmp_path / "run" / "ddp_rank_1.log").is_file()
+
+
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path):
     proc = ssl_train(
         ["-m", "hydra/launcher=local", "method=simclr,barlow_twins", "debug=fast", *COMMON],
