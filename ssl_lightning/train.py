@@ -128,6 +128,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         mode=model.checkpoint_mode,
         save_last=True,
         auto_insert_metric_name=False,
+        # overwrite last.ckpt / best.ckpt: a checkpoint saved on a signal before this callback
+        # first saved would otherwise make the resumed run fork last-v1.ckpt
+        enable_version_counter=False,
     )
     trace = LossTrace()
     watcher = cfg.callbacks.probe_plots if supervised else cfg.callbacks.representation

@@ -174,6 +174,28 @@ def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
     assert torch.load(last, weights_only=False)["global_step"] > step_at_signal
 
 
+def test_a_resumed_run_keeps_saving_to_last_ckpt_after_a_first_epoch_stop(tmp_path):
+    """A stop before the first epoch end saves last.ckpt before ModelCheckpoint has saved anything;
+    the resumed run must overwrite it, not fork `last-v1.ckpt` and leave last.ckpt behind."""
+    run_dir = tmp_path / "early"
+    long_epoch = [*COMMON, "dataset.source.num_samples=8192", "method.batch_size=16"]
+    args = [*long_epoch, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]
+    proc = ssl_train(args, tmp_path)
+    wait_for(run_dir / "split.npz", proc)  # set up: training starts within a second or two
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    out = finish(proc)
+    assert proc.returncode == 143, out[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    stopped = torch.load(last, weights_only=False)
+    assert stopped["epoch"] == 0 and 0 < stopped["global_step"] < 384  # stopped in epoch 0
+    resumed = ssl_train(args, tmp_path)
+    out = finish(resumed)
+    assert resumed.returncode == 0, out[-3000:]
+    assert sorted(p.name for p in last.parent.glob("last*.ckpt")) == ["last.ckpt"]
+    assert torch.load(last, weights_only=False)["global_step"] == 384  # 6,144 samples / 16
+
+
 def train_losses(run_dir: Path) -> list[float]:
     with open(next(run_dir.glob("csv/*/metrics.csv"))) as f:
         return [float(row["train/loss"]) for row in csv.DictReader(f) if row["train/loss"]]
