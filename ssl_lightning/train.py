@@ -93,12 +93,16 @@ def hardware_trainer_args(hardware: DictConfig, idle_parameters: bool) -> dict[s
     return args
 
 
-def resume_checkpoint(cfg: DictConfig, checkpoint_dir: Path) -> str | None:
-    """`ckpt_path` if given ('last' included), else this run folder's last.ckpt if present."""
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """`ckpt_path` if given ('last' included), else the newest of this run folder's own
+    checkpoints: `checkpoints/last.ckpt`, or a `hpc_ckpt_<n>.ckpt` that Lightning's SLURM
+    auto-requeue saved later (on SIGUSR1, mid-epoch). Both are written atomically, so the newest
+    file is a complete one."""
     if cfg.ckpt_path:
         return cfg.ckpt_path
-    last = checkpoint_dir / "last.ckpt"
-    return str(last) if last.is_file() else None
+    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    found = [path for path in candidates if path.is_file()]
+    return str(max(found, key=lambda path: path.stat().st_mtime_ns)) if found else None
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -148,7 +152,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     wandb_dirs = [str(lg.experiment.dir) for lg in loggers if isinstance(lg, WandbLogger)]
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, checkpoint_dir))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
         metrics = scalar_metrics(trainer.callback_metrics)
         if supervised:
             tested = trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from ssl_lightning.train import run
+from ssl_lightning.train import resume_checkpoint, run
 from tests.helpers import compose_run
 
 COMMON = ["dataset=synthetic", "augment=natural", "logger=csv", "trainer.enable_progress_bar=false"]
@@ -194,6 +195,26 @@ def test_a_resumed_run_keeps_saving_to_last_ckpt_after_a_first_epoch_stop(tmp_pa
     assert resumed.returncode == 0, out[-3000:]
     assert sorted(p.name for p in last.parent.glob("last*.ckpt")) == ["last.ckpt"]
     assert torch.load(last, weights_only=False)["global_step"] == 384  # 6,144 samples / 16
+
+
+def test_a_requeued_job_resumes_from_the_newest_of_last_and_hpc_checkpoints(tmp_path):
+    """Lightning's SLURM auto-requeue saves hpc_ckpt_<n>.ckpt in the run folder on SIGUSR1, after
+    the epoch-end last.ckpt: the requeued job must take it, not the older last.ckpt."""
+    cfg = OmegaConf.create({"ckpt_path": None})
+    assert resume_checkpoint(cfg, tmp_path) is None
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"epoch end")
+    assert resume_checkpoint(cfg, tmp_path) == str(last)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    hpc.write_bytes(b"mid-epoch, later")
+    os.utime(last, ns=(1_000_000_000, 1_000_000_000))
+    assert resume_checkpoint(cfg, tmp_path) == str(hpc)
+    os.utime(last, None)  # an epoch end after the requeue: last.ckpt is the newest again
+    os.utime(hpc, ns=(1_000_000_000, 1_000_000_000))
+    assert resume_checkpoint(cfg, tmp_path) == str(last)
+    given = OmegaConf.create({"ckpt_path": "/elsewhere/epoch3.ckpt"})
+    assert resume_checkpoint(given, tmp_path) == "/elsewhere/epoch3.ckpt"
 
 
 def train_losses(run_dir: Path) -> list[float]:
