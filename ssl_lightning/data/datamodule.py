@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import move_data_to_device
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -222,18 +223,10 @@ class ViewsDataModule(L.LightningDataModule):
         pass each and are not needed to embed a sample."""
         reader = BatchReader(self.source)
         for start in range(0, len(indices), self.eval_batch_size):
-            batch = _to_device(reader[indices[start : start + self.eval_batch_size]], device)
+            batch = move_data_to_device(
+                reader[indices[start : start + self.eval_batch_size]], device
+            )
             batch["image"] = self.preprocess.suppress(batch["image"])
             # the model's own dtype: outside a training step no precision plugin converts the input
             batch["x"] = self.preprocess.scale(batch["image"]).to(dtype)
             yield batch
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    """A reader batch (tensors and a dict of target tensors) moved to `device`."""
-    return {
-        key: {k: v.to(device) for k, v in value.items()}
-        if isinstance(value, dict)
-        else value.to(device)
-        for key, value in batch.items()
-    }

@@ -4,8 +4,6 @@ and an atomic write, so a failed or interrupted run never leaves a half-written 
 from __future__ import annotations
 
 import dataclasses
-import os
-import secrets
 import shlex
 import sys
 from collections.abc import Iterator
@@ -16,6 +14,7 @@ import h5py
 import numpy as np
 
 from ssl_lightning import __version__
+from ssl_lightning.atomic_files import replaced_atomically
 from ssl_lightning.data.sparse_images import SPARSE_CHUNK_ENTRIES, SparseImageWriter
 from ssl_lightning.errors import UserError
 from ssl_lightning.generator.config import (
@@ -75,32 +74,22 @@ def use_sparse(sparse: str, image_size: int) -> bool:
     return sparse == "yes" or (sparse == "auto" and image_size > DENSE_MAX_SIZE)
 
 
-def _temporary_file(out: Path) -> Path:
-    """A new empty file next to `out`, so that os.replace onto `out` is atomic."""
+@contextmanager
+def atomic_output(out: Path) -> Iterator[Path]:
+    """A temporary file to write, moved onto `out` only if the block succeeds (`atomic_files`);
+    a bad output path is a UserError before any jet is generated."""
     if out.is_dir():
         raise UserError(f"output {out} is a folder: give a file path such as {out / 'jets.h5'}")
     if not out.parent.is_dir():
         raise UserError(f"output folder {out.parent} does not exist: create it or change the path")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.open("xb").close()  # honours the umask, unlike tempfile.mkstemp's mode 0600
-    except OSError as err:
-        raise UserError(
-            f"cannot write in {out.parent} ({err.strerror}): choose a writable output folder"
-        ) from err
-    return tmp
-
-
-@contextmanager
-def atomic_output(out: Path) -> Iterator[Path]:
-    """A temporary file to write, moved onto `out` only if the block succeeds; an earlier `out`
-    stays untouched otherwise, and the temporary file is removed either way."""
-    tmp = _temporary_file(out)
-    try:
+    with replaced_atomically(out) as tmp:
+        try:
+            tmp.open("xb").close()  # fails now, not after the generation, in a read-only folder
+        except OSError as err:
+            raise UserError(
+                f"cannot write in {out.parent} ({err.strerror}): choose a writable output folder"
+            ) from err
         yield tmp
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_attributes(

@@ -7,7 +7,6 @@ into the sparse HDF5 layout every other source reads.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -15,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from rich.progress import Progress
 
+from ssl_lightning.atomic_files import replaced_atomically
 from ssl_lightning.data.sources.base import file_identity, stable_hash
 from ssl_lightning.data.sources.prepared import PreparedFileSource
 from ssl_lightning.data.sparse_images import SPARSE_CHUNK_ENTRIES, SparseImageWriter
@@ -62,30 +62,28 @@ class E2EParquetSource(PreparedFileSource):
         table = pq.ParquetFile(self.parquet)
         columns = self._columns(table.schema_arrow.names)
         rows = table.metadata.num_rows
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with h5py.File(tmp, "w") as out, Progress() as progress:
-                task = progress.add_task(f"Converting {self.parquet.name} to HDF5", total=rows)
-                writer, done = None, 0
-                scalars = {c: out.create_dataset(c, (rows,), np.float32) for c in columns[1:]}
-                for batch in table.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-                    images = _dense_images(batch.column(self.image_key), self.parquet)
-                    if writer is None:
-                        writer = SparseImageWriter(
-                            out.create_group("X_jets"),
-                            rows,
-                            images.shape[1:],
-                            SPARSE_CHUNK_ENTRIES,
-                        )
-                    writer.append_dense(images)
-                    for name, dataset in scalars.items():
-                        dataset[done : done + len(images)] = batch.column(name).to_numpy()
-                    done += len(images)
-                    progress.advance(task, len(images))
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with (
+            replaced_atomically(self.path) as tmp,
+            h5py.File(tmp, "w") as out,
+            Progress() as progress,
+        ):
+            task = progress.add_task(f"Converting {self.parquet.name} to HDF5", total=rows)
+            writer, done = None, 0
+            scalars = {c: out.create_dataset(c, (rows,), np.float32) for c in columns[1:]}
+            for batch in table.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+                images = _dense_images(batch.column(self.image_key), self.parquet)
+                if writer is None:
+                    writer = SparseImageWriter(
+                        out.create_group("X_jets"),
+                        rows,
+                        images.shape[1:],
+                        SPARSE_CHUNK_ENTRIES,
+                    )
+                writer.append_dense(images)
+                for name, dataset in scalars.items():
+                    dataset[done : done + len(images)] = batch.column(name).to_numpy()
+                done += len(images)
+                progress.advance(task, len(images))
 
 
 def _dense_images(column, source: Path) -> np.ndarray:  # noqa: ANN001 - a pyarrow array
