@@ -90,10 +90,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
         local = torch.arange(n, device=z1.device) + rank * n
         self_idx = torch.cat([local, local + big_n])
         pos_idx = torch.cat([local + big_n, local])
-        rows = torch.arange(2 * n, device=z1.device)
-        is_self = torch.zeros_like(logits, dtype=torch.bool)
-        is_self[rows, self_idx] = True
-        loss = F.cross_entropy(logits.masked_fill(is_self, float("-inf")), pos_idx)
+        loss = F.cross_entropy(logits.scatter(1, self_idx[:, None], float("-inf")), pos_idx)
 
         if world > 1:
             mean = sum_over_ranks(loss.detach()) / world

@@ -78,11 +78,25 @@ def test_variants_inherit_their_base_and_state_only_what_differs(tmp_path):
     cpu = compose_run(["hardware=cpu"], tmp_path).hardware
     gpu = compose_run(["hardware=gpu"], tmp_path).hardware
     changed = {key for key in cpu if cpu[key] != gpu[key]}
-    assert changed == {"accelerator", "precision", "pin_memory", "malloc_keep_mb"}
+    assert changed == {
+        "accelerator",
+        "precision",
+        "pin_memory",
+        "malloc_keep_mb",
+        "loader_workers",
+        "loader_prefetch",
+    }
     bt = compose_run(["method=barlow_twins"], tmp_path).method
     simclr = compose_run(["method=simclr"], tmp_path).method
     assert bt.scheduler == simclr.scheduler and bt.batch_size == simclr.batch_size
     assert bt.optimizer.weight_decay != simclr.optimizer.weight_decay  # Barlow Twins' own value
+
+
+@pytest.mark.parametrize("hardware", ["gpu", "ddp", "multinode"])
+def test_gpu_hardware_reads_batches_in_worker_processes_ahead_of_the_step(hardware, tmp_path):
+    loader = compose_run([f"hardware={hardware}"], tmp_path).loader
+    assert loader.num_workers > 0 and loader.prefetch_factor > 0
+    assert compose_run(["hardware=cpu"], tmp_path).loader.num_workers == 0
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,7 @@ class ViewsDataModule(L.LightningDataModule):
         batch_size: int,
         eval_batch_size: int,
         num_workers: int,
+        prefetch_factor: int,
         pin_memory: bool,
         channels_last: bool,
         seed: int,
@@ -73,6 +74,7 @@ class ViewsDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
         self.pin_memory = pin_memory
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.seed = seed
@@ -166,6 +168,7 @@ class ViewsDataModule(L.LightningDataModule):
             sampler=sampler,
             batch_size=None,
             num_workers=self.num_workers,
+            prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,  # per worker
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )

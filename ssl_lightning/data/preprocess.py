@@ -8,6 +8,7 @@ augmentations see pixel values in GeV. Statistics come from the training split o
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -62,12 +63,20 @@ class Preprocess:
         # F.threshold zeroes x <= t in one pass (torch.where needs a mask and a zeros tensor:
         # ~10x slower on a channels-last batch); t = the largest value of x's dtype below the
         # cut, so exactly the pixels x < zero_suppress go, as the cut is defined
-        cut = torch.tensor(self.zero_suppress, dtype=x.dtype)
-        below = torch.nextafter(cut, torch.tensor(-math.inf, dtype=x.dtype)).item()
-        return F.threshold(x, below, 0.0)
+        return F.threshold(x, _largest_below(self.zero_suppress, x.dtype), 0.0)
 
     def scale(self, x: Tensor) -> Tensor:
         if self.scaling == "none":
             return x
-        out = torch.sub(x, self.offset.to(x.device)).div_(self.divisor.to(x.device))
+        if self.offset.device != x.device:  # once, not a blocking host-to-GPU copy every batch
+            self.offset, self.divisor = self.offset.to(x.device), self.divisor.to(x.device)
+        out = torch.sub(x, self.offset).div_(self.divisor)
         return out.clamp_(-self.clip, self.clip) if self.clip else out
+
+
+@cache
+def _largest_below(cut: float, dtype: torch.dtype) -> float:
+    """The largest value of `dtype` below `cut`, worked out once per cut and dtype (on the host:
+    per batch it would cost two host tensors and a read)."""
+    below = torch.nextafter(torch.tensor(cut, dtype=dtype), torch.tensor(-math.inf, dtype=dtype))
+    return below.item()

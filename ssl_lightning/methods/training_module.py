@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 import lightning as L
+import torch
 from torch import Tensor
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -39,6 +40,9 @@ class TrainingModule(L.LightningModule, ABC):
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler)
         self.batch_size = batch_size
+        # the first non-finite loss as (step, epoch, value), step -1 until there is one; a plain
+        # attribute, not a buffer: DDP would broadcast a buffer every step
+        self._nonfinite: Tensor | None = None
 
     @property
     @abstractmethod
@@ -110,18 +114,53 @@ class TrainingModule(L.LightningModule, ABC):
         return {"loss": loss if total is None else total, _REPORTED_LOSS: loss.detach()}
 
     @staticmethod
-    def reported_loss(outputs: dict[str, Tensor]) -> float:
+    def reported_loss(outputs: dict[str, Tensor]) -> Tensor:
         """The method's own loss of a step (auxiliary terms such as an online probe's excluded),
-        as `step_output` made it: what callbacks trace every step."""
-        return float(outputs[_REPORTED_LOSS])
+        as `step_output` made it: what callbacks trace every step. A tensor on the device:
+        reading it on the host each step would make a GPU wait."""
+        return outputs[_REPORTED_LOSS]
 
     def check_finite(self, loss: Tensor) -> None:
-        """Stop at the first NaN/inf loss, naming the step; the last good checkpoint stays."""
-        if not loss.isfinite():
-            ckpt = self.trainer.checkpoint_callback
-            last = getattr(ckpt, "last_model_path", "") or "none saved yet"
-            raise UserError(
-                f"non-finite loss ({loss.item()}) at epoch {self.current_epoch}, step "
-                f"{self.global_step}: training stopped; last good checkpoint: {last} — lower "
-                "method.optimizer.lr or check the data for NaN/inf"
-            )
+        """Stop at the first NaN/inf loss, naming its step; the last good checkpoint stays.
+
+        Reading the loss on the host would make a GPU wait every step, so the first non-finite
+        loss is recorded on the device and read where the host waits anyway or must: on logged
+        steps, before validation, at the end of a training epoch (Lightning calls this module's
+        hook before ModelCheckpoint's, a monitoring callback's) and before any checkpoint is
+        written (`on_save_checkpoint`: signal checkpoints too). Steps after a non-finite loss may
+        run until then, but no checkpoint ever holds weights they touched.
+        """
+        value = loss.detach().double()
+        if self._nonfinite is None or self._nonfinite.device != value.device:
+            self._nonfinite = value.new_full((3,), -1.0)
+        now = torch.stack(
+            [value.new_full((), self.global_step), value.new_full((), self.current_epoch), value]
+        )
+        first = value.isfinite().logical_not_() & (self._nonfinite[0] < 0)
+        self._nonfinite = torch.where(first, now, self._nonfinite)
+        if self.step_is_logged:
+            self._stop_if_nonfinite()
+
+    def _stop_if_nonfinite(self) -> None:
+        """Raises check_finite's error if it recorded a non-finite loss (a read on the host)."""
+        if self._nonfinite is None:
+            return
+        step, epoch, value = self._nonfinite.tolist()
+        if step < 0:
+            return
+        ckpt = self.trainer.checkpoint_callback
+        last = getattr(ckpt, "last_model_path", "") or "none saved yet"
+        raise UserError(
+            f"non-finite loss ({value}) at epoch {int(epoch)}, step {int(step)}: training "
+            f"stopped; last good checkpoint: {last} — lower method.optimizer.lr or check the "
+            "data for NaN/inf"
+        )
+
+    def on_validation_start(self) -> None:
+        self._stop_if_nonfinite()
+
+    def on_train_epoch_end(self) -> None:
+        self._stop_if_nonfinite()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._stop_if_nonfinite()

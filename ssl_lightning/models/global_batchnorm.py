@@ -29,7 +29,8 @@ class GlobalBatchNorm(_BatchNorm):
         # float64 statistics, as torch's CPU BatchNorm accumulates: a feature with a large mean
         # and a small spread loses its variance to float32 rounding otherwise.
         wide = x.double()
-        count = sum_over_ranks(torch.tensor(float(x.numel() // x.shape[1]), device=x.device))
+        # a fill on the device: torch.tensor(number, device=...) would copy from the host
+        count = sum_over_ranks(torch.full((), float(x.numel() // x.shape[1]), device=x.device))
         mean = sum_over_ranks(wide.sum(dims)) / count
         shape = [1, -1] + [1] * (x.ndim - 2)
         centred = wide - mean.view(shape)

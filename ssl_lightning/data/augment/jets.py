@@ -11,16 +11,32 @@ from torch import Tensor, nn
 from ssl_lightning.data.augment.common import check_probability, pixel_centres, views_per_sample
 from ssl_lightning.data.random_keys import keyed_uniform, keyed_uniform_at
 
-# 90-degree rotations R^k, R = [[0, 1], [-1, 0]], acting on centred (row, column) coordinates:
-# R^1 is torch.rot90(k=1) read backwards (output pixel <- source pixel)
-_ROT90 = ((1, 0, 0, 1), (0, 1, -1, 0), (-1, 0, 0, -1), (0, -1, 1, 0))
-_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+_DIRECTIONS = 8  # split moves: to the cells of the 3x3 block around a pixel, row-major
+
+
+def _exact_lists(keep: Tensor) -> bool:
+    """Whether lists of hits hold the hits only, a length the host must read to cut them to.
+
+    A CPU reads it at no cost, and there the pixel operations then cost what the hits do. On an
+    accelerator the read would make the host wait for the device (`nonzero` does that), so
+    there a list keeps every entry and a mask of the hits: fixed shapes, no sync.
+    """
+    return keep.device.type == "cpu"
+
+
+def _positions(keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Where 1-d `keep` is non-zero, in order (every position, if lists are not exact), and
+    the mask of those entries."""
+    if _exact_lists(keep):
+        index = keep.nonzero()[:, 0]
+        return index, torch.ones_like(index, dtype=torch.bool)
+    return torch.arange(len(keep), device=keep.device), keep != 0
 
 
 def _select(keep: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
-    """The entries of 1-d tensors where `keep` holds (index_select beats t[mask] on CPU)."""
-    index = keep.nonzero()[:, 0]
-    return tuple(t.index_select(0, index) for t in tensors)
+    """The entries of 1-d tensors that `_positions(keep)` lists, and last the mask."""
+    index, live = _positions(keep)
+    return (*(t.index_select(0, index) for t in tensors), live)
 
 
 class JetAugment(nn.Module):
@@ -46,9 +62,13 @@ class JetAugment(nn.Module):
     No colour or zoom augmentations: they would change the physics (pT scale, jet mass).
 
     The pixel operations work on the list of hits and draw their per-pixel uniforms with
-    `keyed_uniform_at` there only: jet images are sparse (about 1% of pixels), so their cost
-    follows the hit count, not the image size. Split adds one neighbour direction at a time, so
-    no two writes hit the same pixel at once and the result is deterministic on GPUs too.
+    `keyed_uniform_at` there only: jet images are sparse (about 1% of pixels), so on a CPU their
+    cost follows the hit count, not the image size. On an accelerator the lists hold every pixel
+    (`_exact_lists`) with a mask of the hits, and what is written through an entry that is not a
+    hit lands in a spare row past the image: no op waits for the device to tell the host a size
+    or a value, so on a GPU the views never stall the step. Split adds one neighbour direction
+    at a time, so no two writes hit the same pixel at once and the result is deterministic on
+    GPUs too.
     """
 
     def __init__(
@@ -100,23 +120,30 @@ class JetAugment(nn.Module):
         signed_turns = self._signed_turns(eta_sign, phi_sign, quarter_turns)
         if not (self.smear or self.noise or self.drop_soft_p or self.split_p):
             return self._permute(x.repeat(len(keys) // len(x), 1, 1, 1), signed_turns, shift)
-        # the pixel operations need the hits anyway: move only those (x becomes a fresh tensor,
-        # so the edits below leave the input alone)
-        x, sample, position = self._move_hits(x, signed_turns, shift)
-        pixels = x.view(len(keys), c * h * w)
+        # the pixel operations need the hits anyway: move only those (a fresh buffer, so the
+        # edits below leave the input alone)
+        pixels, sample, position, live = self._move_hits(x, signed_turns, shift)
         if self.smear or self.noise:
-            self._smear(pixels, sample, position, keys)
+            self._smear(pixels, sample, position, live, keys)
         if self.drop_soft_p:
             chosen = drop_u < self.drop_soft_p
-            sample, position = self._drop_soft(pixels, sample, position, chosen, quantile_u, c)
+            live = self._drop_soft(pixels, sample, position, live, chosen, quantile_u, c)
         if self.split_p:
-            self._split(pixels, sample, position, keys, split_u < self.split_p, (h, w))
-        return x
+            self._split(pixels, sample, position, live, keys, split_u < self.split_p, (h, w))
+        return pixels[:-1].view(len(keys), c, h, w)
 
     @staticmethod
     def _signed_turns(eta_sign: Tensor, phi_sign: Tensor, quarter_turns: Tensor) -> Tensor:
-        """[N, 2, 2] integer matrices diag(signs) @ R^k: flips and turns of centred coordinates."""
-        m = torch.tensor(_ROT90, device=eta_sign.device)[quarter_turns].view(-1, 2, 2)
+        """[N, 2, 2] integer matrices diag(signs) @ R^k: flips and turns of centred coordinates.
+
+        R = [[0, 1], [-1, 0]] acts on centred (row, column) coordinates: R^1 is torch.rot90(k=1)
+        read backwards (output pixel <- source pixel). R^k = [[cos, sin], [-sin, cos]] of k
+        quarter turns, from integer arithmetic on the device (no table to copy there).
+        """
+        k = quarter_turns
+        cos = (1 - k) * (1 - k % 2)  # 1, 0, -1, 0
+        sin = (2 - k) * (k % 2)  # 0, 1, 0, -1
+        m = torch.stack([cos, sin, -sin, cos], 1).view(-1, 2, 2)
         return m * torch.stack([eta_sign, phi_sign], 1)[:, :, None]
 
     def _permute(self, x: Tensor, m: Tensor, shift: Tensor) -> Tensor:
@@ -144,23 +171,27 @@ class JetAugment(nn.Module):
         out = x.reshape(n, c, h * w).gather(2, index.view(n, 1, h * w).expand(n, c, h * w))
         return out.masked_fill_(outside.view(n, 1, h * w), 0.0).view(n, c, h, w)
 
-    def _move_hits(self, x: Tensor, m: Tensor, shift: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _move_hits(
+        self, x: Tensor, m: Tensor, shift: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """`_permute` run forwards on the hits only: source pixel -> output pixel.
 
         `m` is orthogonal with integer entries, so its inverse is its transpose: each non-zero
         pixel is written where `_permute`'s gather would fetch it from, and the image equals
         `_permute(x)` exactly while the work follows the hit count instead of the image size.
         `m` may have V rows per image (V views): the hits are found once and copied per view.
-        Returns the image and its hits (sample, flat position): `nonzero` of it, in other order.
+        Returns the image as [V * N + 1, C * H * W] (the last row is spare, see `_slots`) and
+        its hits: sample, position in the sample (0 where not live) and the live mask (hits
+        that stay in the frame).
         """
         n, c, h, w = x.shape
-        outputs = len(m)
+        outputs, size = len(m), c * h * w
         # the hits in the batch's memory order: a channels-last batch is not copied
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         flat = (x.permute(0, 2, 3, 1) if channels_last else x).reshape(-1)
-        hit = flat.nonzero()[:, 0]
+        hit, live = _positions(flat)
         value = flat.index_select(0, hit)
-        sample, index = hit // (c * h * w), hit % (c * h * w)
+        sample, index = hit // size, hit % size
         if channels_last:
             pixel, channel = index // c, index % c
         else:
@@ -170,17 +201,18 @@ class JetAugment(nn.Module):
         if outputs > n:  # view v of image i is output sample v * n + i
             views = outputs // n
             sample = (sample + n * torch.arange(views, device=x.device)[:, None]).view(-1)
-            row2, col2, channel, value = (t.repeat(views) for t in (row2, col2, channel, value))
+            row2, col2, channel, value, live = (
+                t.repeat(views) for t in (row2, col2, channel, value, live)
+            )
         m, shift = m.index_select(0, sample), shift.index_select(0, sample)
         # output doubled coordinates m^T (row2, col2), shifted; the sums are even (same parity)
         row = (m[:, 0, 0] * row2 + m[:, 1, 0] * col2 + (h - 1)) // 2 + shift[:, 0]
         col = (m[:, 0, 1] * row2 + m[:, 1, 1] * col2 + (w - 1)) // 2 + shift[:, 1]
-        inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
-        position = channel * (h * w) + row * w + col
-        sample, position, value = _select(inside, sample, position, value)
-        out = x.new_zeros(outputs, c * h * w)
-        out.view(-1).index_copy_(0, sample * (c * h * w) + position, value)
-        return out.view(outputs, c, h, w), sample, position
+        live &= (row >= 0) & (row < h) & (col >= 0) & (col < w)
+        position = torch.where(live, channel * (h * w) + row * w + col, 0)
+        out = x.new_zeros(outputs + 1, size)
+        out.view(-1).index_copy_(0, _slots(out, sample, position, live), value)
+        return out, sample, position, live
 
     def _rotate(self, x: Tensor, angle: Tensor) -> Tensor:
         """Bilinear rotation about the centre, rescaled so each channel keeps its total pT.
@@ -196,83 +228,100 @@ class JetAugment(nn.Module):
         before, after = x.sum((2, 3), keepdim=True), out.sum((2, 3), keepdim=True)
         return out * torch.where(after > 0, before / after, 0.0)
 
-    def _smear(self, pixels: Tensor, sample: Tensor, position: Tensor, keys: Tensor) -> None:
+    def _smear(
+        self,
+        pixels: Tensor,
+        sample: Tensor,
+        position: Tensor,
+        live: Tensor,
+        keys: Tensor,
+    ) -> None:
         """Multiplicative smearing and additive noise on the hits, in place."""
         size = pixels.shape[1]
         u1 = keyed_uniform_at(keys, sample, position)
         u2 = keyed_uniform_at(keys, sample, position + size)
         radius = torch.sqrt(-2 * torch.log(1 - u1))  # 1 - u1 lies in (0, 1]
         phase = 2 * math.pi * u2
-        flat, hits = pixels.view(-1), sample * size + position
-        value = flat.index_select(0, hits)
+        flat, slots = pixels.view(-1), _slots(pixels, sample, position, live)
+        value = flat.index_select(0, slots)
         if self.smear:
             value *= (1 + self.smear * radius * torch.cos(phase)).clamp_(min=0)
         if self.noise:
             value = (value + self.noise * radius * torch.sin(phase)).clamp_(min=0)
-        flat.index_copy_(0, hits, value)
+        flat.index_copy_(0, slots, value)
 
     def _drop_soft(
         self,
         pixels: Tensor,
         sample: Tensor,
         position: Tensor,
+        live: Tensor,
         chosen: Tensor,
         quantile_u: Tensor,
         c: int,
-    ) -> tuple[Tensor, Tensor]:
-        """Zeroes the chosen samples' soft pixels in place; returns the hits still standing."""
+    ) -> Tensor:
+        """Zeroes the chosen samples' soft pixels in place; returns which hits still stand."""
+        if not len(live):  # an exact list of no hits (a shape: the host knows it)
+            return live
         size = pixels.shape[1]
-        flat, hits = pixels.view(-1), sample * size + position
-        value = flat.index_select(0, hits)
-        alive = value > 0  # noise may have zeroed some hits
-        cand = (alive & chosen.index_select(0, sample)).nonzero()[:, 0]
-        if len(cand):
-            cand_value = value.index_select(0, cand)
-            row = sample.index_select(0, cand) * c + position.index_select(0, cand) // (size // c)
-            # Sort by (row, value) in one pass: positive float32 bit patterns order like the
-            # floats. Hits arrive grouped by row, which keeps the sort cheap.
-            ordered = torch.sort((row << 31) | cand_value.view(torch.int32).long()).values
-            ordered_row = ordered >> 31
-            ordered_value = (ordered & 0x7FFFFFFF).int().view(torch.float32)
-            all_rows = torch.arange(len(chosen) * c, device=pixels.device)
-            start = torch.searchsorted(ordered_row, all_rows)
-            count = torch.searchsorted(ordered_row, all_rows, right=True) - start
-            quantile = quantile_u.repeat_interleave(c) * self.drop_soft_max_frac
-            rank = (quantile * count).long()  # < count: the hardest pixel always stays
-            threshold = ordered_value.index_select(0, (start + rank).clamp_(max=len(cand) - 1))
-            (dropped,) = _select(cand_value < threshold.index_select(0, row), cand)
-            flat.index_fill_(0, hits.index_select(0, dropped), 0.0)
-            alive.index_fill_(0, dropped, False)
-        sample, position = _select(alive, sample, position)
-        return sample, position
+        flat, slots = pixels.view(-1), _slots(pixels, sample, position, live)
+        value = flat.index_select(0, slots)
+        alive = live & (value > 0)  # noise may have zeroed some hits
+        candidate = alive & chosen.index_select(0, sample)
+        rows = len(chosen) * c
+        row = sample * c + position // (size // c)
+        # Sort by (row, value) in one pass: positive float32 bit patterns order like the floats.
+        # Hits arrive grouped by row, which keeps the sort cheap; the others sort last (row
+        # `rows`), out of every row's range.
+        key = torch.where(candidate, (row << 31) | value.view(torch.int32).long(), rows << 31)
+        ordered = torch.sort(key).values
+        ordered_row = ordered >> 31
+        ordered_value = (ordered & 0x7FFFFFFF).int().view(torch.float32)
+        all_rows = torch.arange(rows, device=pixels.device)
+        start = torch.searchsorted(ordered_row, all_rows)
+        count = torch.searchsorted(ordered_row, all_rows, right=True) - start
+        quantile = quantile_u.repeat_interleave(c) * self.drop_soft_max_frac
+        rank = (quantile * count).long()  # < count: the hardest pixel always stays
+        # (a row without candidates reads any entry: no hit compares with its threshold)
+        threshold = ordered_value.index_select(0, (start + rank).clamp_(max=len(key) - 1))
+        dropped = candidate & (value < threshold.index_select(0, row))
+        flat.index_fill_(0, _slots(pixels, sample, position, dropped), 0.0)
+        return alive & ~dropped
 
     def _split(
         self,
         pixels: Tensor,
         sample: Tensor,
         position: Tensor,
+        live: Tensor,
         keys: Tensor,
         chosen: Tensor,
         hw: tuple[int, int],
     ) -> None:
         """Moves part of the pT of random hits to random neighbours, in place."""
         (h, w), size = hw, pixels.shape[1]
-        sample, position = _select(chosen.index_select(0, sample), sample, position)
+        sample, position, live = _select(live & chosen.index_select(0, sample), sample, position)
         picked = keyed_uniform_at(keys, sample, position + 2 * size) < self.split_frac
-        sample, position = _select(picked, sample, position)
-        direction = (8 * keyed_uniform_at(keys, sample, position + 3 * size)).long()
+        sample, position, live = _select(live & picked, sample, position)
+        direction = (_DIRECTIONS * keyed_uniform_at(keys, sample, position + 3 * size)).long()
         fraction = 0.5 * keyed_uniform_at(keys, sample, position + 4 * size)
-        step = torch.tensor(_NEIGHBOURS, device=pixels.device).index_select(0, direction)
-        row = position % (h * w) // w + step[:, 0]
-        col = position % w + step[:, 1]
-        inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
-        hits = sample * size + position
-        hits, direction, fraction, step = _select(inside, hits, direction, fraction, step)
-        flat = pixels.view(-1)
+        cell = direction + (direction >= _DIRECTIONS // 2)  # 0..8 without the centre, 4
+        step_row, step_col = cell // 3 - 1, cell % 3 - 1
+        row = position % (h * w) // w + step_row
+        col = position % w + step_col
+        live &= (row >= 0) & (row < h) & (col >= 0) & (col < w)
+        flat, hits = pixels.view(-1), _slots(pixels, sample, position, live)
         value = flat.index_select(0, hits)
         moved = fraction * value
         flat.index_copy_(0, hits, value - moved)
-        target = hits + step[:, 0] * w + step[:, 1]
-        for d in range(len(_NEIGHBOURS)):  # one direction at a time: its targets are distinct
-            index, amount = _select(direction == d, target, moved)
-            flat.index_copy_(0, index, flat.index_select(0, index) + amount)
+        neighbour = position + step_row * w + step_col
+        for d in range(_DIRECTIONS):  # one direction at a time: its targets are distinct
+            index = _slots(pixels, sample, neighbour, live & (direction == d))
+            flat.index_copy_(0, index, flat.index_select(0, index) + moved)
+
+
+def _slots(pixels: Tensor, sample: Tensor, position: Tensor, live: Tensor) -> Tensor:
+    """Where hits sit in `pixels` [V * N + 1, C * H * W] read flat. Entries that are not live
+    point into the spare last row, so what is written through them lands outside the image."""
+    size = pixels.shape[1]
+    return torch.where(live, sample * size + position, (len(pixels) - 1) * size)

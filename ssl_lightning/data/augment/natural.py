@@ -83,6 +83,10 @@ class NaturalAugment(nn.Module):
         self.register_buffer("luma", torch.tensor(_LUMA), persistent=False)
 
     def forward(self, x: Tensor, keys: Tensor) -> Tensor:
+        if self.luma.device != x.device:
+            # once: the data module holds this module and Lightning moves only the model, so
+            # the constants would otherwise cross to the device in every call (blocking on a GPU)
+            self.to(x.device)
         x = x.repeat(views_per_sample(x, keys), 1, 1, 1)
         u = keyed_uniform(keys, 2 * _CROP_TRIES + 12).to(x.dtype)
         crop_u = u[:, : 2 * _CROP_TRIES]
@@ -93,10 +97,9 @@ class NaturalAugment(nn.Module):
         if self.jitter_p > 0 or self.grayscale_p > 0:
             jitter = jitter_u < self.jitter_p
             x = self._colour(x, jitter, b_u, c_u, s_u, h_u, gray_u < self.grayscale_p)
-        if self.blur_p > 0:
-            blur = blur_u < self.blur_p
-            if blur.any():
-                x[blur] = self._blur(x[blur], _between(sigma_u[blur], *self.blur_sigma))
+        if self.blur_p > 0:  # every sample, kept where drawn: picking some would need a sync
+            blurred = self._blur(x, _between(sigma_u, *self.blur_sigma))
+            x = torch.where((blur_u < self.blur_p)[:, None, None, None], blurred, x)
         if self.solarize_p > 0:
             solarize = (sol_u < self.solarize_p)[:, None, None, None]
             x = torch.where(solarize & (x >= 0.5), 1.0 - x, x)
