@@ -1,4 +1,5 @@
-"""torchmetrics collections: accuracy and ROC-AUC; MAE, RMSE and relative resolution."""
+"""torchmetrics collections: accuracy and ROC-AUC; MAE, RMSE and relative resolution; the mean
+of a loss over samples."""
 
 from __future__ import annotations
 
@@ -64,3 +65,23 @@ class RelativeResolution(Metric):
     def compute(self) -> Tensor:
         mean = self.total / self.count
         return (self.squares / self.count - mean.square()).clamp_min(0).sqrt().float()
+
+
+class SampleMean(Metric):
+    """The mean over samples of a per-batch mean such as a loss, from the batch means weighted by
+    their sample counts: exact over batches and processes of any sizes, where a mean over ranks
+    of their means is not. Float64 sums; no NaN check, so no host-device sync per update."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("total", "count"):
+            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, batch_mean: Tensor, count: int) -> None:
+        self.total += batch_mean.double() * count
+        self.count += count
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count).float()

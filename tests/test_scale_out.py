@@ -240,3 +240,33 @@ def test_same_seed_and_deterministic_mode_give_an_identical_loss_curve(tmp_path)
     for key in ("git_commit", "packages", "dataset_fingerprint"):
         assert first[key], key
     assert first["packages"]["torch"] == metadata.version("torch")
+
+
+def test_probe_metrics_do_not_depend_on_the_number_of_processes(tmp_path):
+    """Validation and test sets of 37 samples (2 x 16 + 5, odd): 2 ranks pad their last batches
+    to equal shapes, yet every metric (AUROC, accuracy, the loss) counts each sample once and
+    equals one process's. Training is equal too: 2 ranks x batch 16 == 1 process x batch 32."""
+    overrides = [
+        *COMMON,
+        "method=probe",
+        "method.mode=scratch",
+        "dataset.source.num_samples=296",  # val and test: 37 samples each
+        "loader.eval_batch_size=16",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.deterministic=true",
+        "hardware.precision=64-true",
+    ]
+    ddp_dir = tmp_path / "ddp"
+    proc = ssl_train(
+        ["hardware=ddp_cpu", *overrides, "method.batch_size=16", f"hydra.run.dir={ddp_dir}"],
+        tmp_path,
+    )
+    out = finish(proc, timeout=180)
+    assert proc.returncode == 0, out[-3000:]
+    ddp = json.loads((ddp_dir / "results.json").read_text())["metrics"]
+    single = run(compose_run([*overrides, "method.batch_size=32"], tmp_path / "single"))["metrics"]
+    evaluated = sorted(key for key in single if key.startswith(("val/", "test/")))
+    assert evaluated == sorted(key for key in ddp if key.startswith(("val/", "test/")))
+    for key in evaluated:
+        assert ddp[key] == pytest.approx(single[key], rel=1e-5), key

@@ -19,6 +19,7 @@ from ssl_lightning.data.needs import DataNeeds
 from ssl_lightning.errors import UserError
 from ssl_lightning.methods.probe_tasks import probe_task
 from ssl_lightning.methods.training_module import TrainingModule
+from ssl_lightning.metrics import SampleMean
 from ssl_lightning.models.backbones import build_backbone, load_backbone_weights
 from ssl_lightning.models.heads import linear_head
 from ssl_lightning.optim import split_decay_groups
@@ -64,6 +65,7 @@ class Probe(TrainingModule):
             self.backbone.requires_grad_(False)
         self.head = linear_head(self.backbone.out_dim, self.task.outputs)
         self.metrics = nn.ModuleDict({stage: self.task.metrics(f"{stage}/") for stage in STAGES})
+        self.mean_loss = nn.ModuleDict({stage: SampleMean() for stage in STAGES})
 
     @property
     def data_needs(self) -> DataNeeds:
@@ -109,11 +111,16 @@ class Probe(TrainingModule):
         return self.step_output(loss)
 
     def _evaluate(self, batch: dict, stage: str) -> None:
-        out, target = self(batch["x"]), self.task.target(batch)
-        self.log(f"{stage}/loss", self.task.loss(out, target), sync_dist=True)
-        metrics = self.metrics[stage]
-        metrics.update(self.task.prediction(out), target)
-        self.log_dict(metrics, prog_bar=stage == "val")
+        """Metrics and loss of the batch's real rows (under DDP the last batch may end in
+        padding, or be all padding on some ranks), as sums over samples: the same values on any
+        number of processes. Logged on every step, so that every rank syncs them at epoch end."""
+        real = batch["real"]
+        if real:
+            out, target = self(batch["x"][:real]), self.task.target(batch)[:real]
+            self.mean_loss[stage].update(self.task.loss(out, target), real)
+            self.metrics[stage].update(self.task.prediction(out), target)
+        self.log(f"{stage}/loss", self.mean_loss[stage])
+        self.log_dict(self.metrics[stage], prog_bar=stage == "val")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")

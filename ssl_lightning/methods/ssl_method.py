@@ -99,10 +99,20 @@ class SSLMethod(TrainingModule):
         return self.step_output(loss, total)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        features, z1, z2 = self.embed(batch["views"])
-        loss = self.ssl_loss(z1, z2)  # batch_size: [2N] views sit next to N labels in the batch
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(z1))
+        """`val/loss` is, like the training loss, a statistic of the global batch (the rows of
+        every rank): the mean over the validation epoch's global batches, weighted by their
+        sizes. The loss gathers equal shapes from every rank, so a DDP run's last, padded batch
+        enters with the rows real on all ranks only (fewer than W real samples left out, no
+        padding counted). The online probe's metrics count every real sample once."""
+        _, z1, z2 = self.embed(batch["views"])
+        shared = batch["real_on_all_ranks"]  # the same on every rank: all of them log, or none
+        if shared:
+            loss = self.ssl_loss(z1[:shared], z2[:shared])
+            self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=shared)
         if self.online_probe is not None and "y" in batch:
-            clean = self.backbone(batch["x"])
-            self.val_probe_metrics.update(class_scores(self.online_probe(clean)), batch["y"])
+            real = batch["real"]
+            if real:
+                clean = self.backbone(batch["x"][:real])
+                scores = class_scores(self.online_probe(clean))
+                self.val_probe_metrics.update(scores, batch["y"][:real])
             self.log_dict(self.val_probe_metrics, prog_bar=True)
