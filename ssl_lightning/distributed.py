@@ -28,6 +28,7 @@ from lightning.pytorch.strategies.launchers import subprocess_script
 
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 PATCHED_HOOK = "_hydra_subprocess_cmd"  # Lightning's private builder of the children's command
+DDP_CHILD_JOB = "ddp_rank_"  # Hydra job name of the ranks Lightning starts: ddp_rank_<local rank>
 
 
 def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
@@ -43,7 +44,7 @@ def job_subprocess_cmd(local_rank: int) -> tuple[Sequence[str], str]:
     command += list(hydra_cfg.overrides.task)
     command += [
         f"hydra.run.dir={hydra_cfg.runtime.output_dir}",
-        f"hydra.job.name=ddp_rank_{local_rank}",
+        f"hydra.job.name={DDP_CHILD_JOB}{local_rank}",
         "hydra.output_subdir=null",
     ]
     return command, get_original_cwd()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssl_lightning.callbacks.loss_trace import LossTrace
-from ssl_lightning.callbacks.save_on_signal import SaveOnSignal
+from ssl_lightning.callbacks.preemption import Preemption, stop_before_training
 from ssl_lightning.checkpoint_io import AtomicCheckpointIO
 from ssl_lightning.data.datamodule import ViewsDataModule
 from ssl_lightning.data.needs import DataNeeds
@@ -75,6 +76,23 @@ def build_datamodule(cfg: DictConfig, run_dir: Path, needs: DataNeeds) -> ViewsD
     )
 
 
+def check_accelerator(hardware: DictConfig) -> None:
+    """Stop before anything is built (data, a W&B run) when the GPUs asked for are not here."""
+    if hardware.accelerator != "gpu":
+        return
+    found = torch.cuda.device_count()
+    if found == 0:
+        raise UserError(
+            "hardware.accelerator=gpu but this machine has no CUDA GPU: "
+            "use hardware=cpu (hardware=ddp_cpu for DDP on CPU processes)"
+        )
+    if hardware.devices > found:
+        raise UserError(
+            f"hardware.devices={hardware.devices} but this machine has {found} GPU(s): "
+            f"set hardware.devices={found}"
+        )
+
+
 def hardware_trainer_args(hardware: DictConfig, idle_parameters: bool) -> dict[str, Any]:
     """Trainer arguments of the `hardware` group; bf16 falls back to fp16 on GPUs without it, and
     DDP looks for unused parameters when the module has `idle_parameters`."""
@@ -110,6 +128,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     run_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = run_dir / "checkpoints"
+    check_accelerator(cfg.hardware)
     keep_freed_memory(cfg.hardware.malloc_keep_mb)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     method = OmegaConf.to_container(cfg.method, resolve=True)
@@ -138,9 +157,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     trace = LossTrace()
     watcher = cfg.callbacks.probe_plots if supervised else cfg.callbacks.representation
-    callbacks = [checkpoint, trace, SaveOnSignal(checkpoint_dir), build(watcher)]
+    preemption = Preemption(checkpoint_dir, cfg.preemption.max_requeues)
+    callbacks = [checkpoint, trace, preemption, build(watcher)]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if cfg.trainer.enable_progress_bar:  # its refresh reads logged tensors: a device sync each
+        callbacks.append(TQDMProgressBar(refresh_rate=cfg.trainer.log_every_n_steps))
+    # ViewsDataModule resumes its loader mid-epoch itself (its state_dict), which Lightning's
+    # check for a resumable loader does not see
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
     trainer = L.Trainer(
         **cfg.trainer,
         **hardware_trainer_args(cfg.hardware, model.idle_parameters),
@@ -206,6 +231,7 @@ def compose_run(overrides: list[str], output_dir: Path) -> DictConfig:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     """Console script `ssl-train`: bad input ends in one line on stderr and exit status 2."""
+    stop_before_training()
     try:
         with ddp_job_scope(expected=(UserError, SIGTERMException)):
             run(cfg)
@@ -214,8 +240,9 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(2) from None
     except SIGTERMException:
         last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        saved = f"checkpoint: {last}" if last.is_file() else "before training, nothing to save"
         print(
-            f"stopped by a signal: checkpoint saved to {last}; rerun the same command "
+            f"stopped by a signal ({saved}); rerun the same command "
             f"with hydra.run.dir={cfg.paths.output_dir} to resume",
             file=sys.stderr,
         )

@@ -54,6 +54,13 @@ def test_batch_larger_than_training_split(train):
         train(["method.batch_size=1000"])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_hardware_without_a_gpu(train, tmp_path):
+    with pytest.raises(UserError, match="no CUDA GPU: use hardware=cpu"):
+        train(["hardware=gpu", "logger=wandb"])
+    assert not list(tmp_path.rglob("*wandb*"))  # stopped before a W&B run was made
+
+
 def test_probe_checkpoint_missing(train, tmp_path):
     with pytest.raises(UserError, match="probe checkpoint not found"):
         train(["method=probe", f"method.pretrained={tmp_path}/none.ckpt"])

@@ -59,6 +59,14 @@ class BatchIndexSampler(Sampler[np.ndarray | IndexBatch]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already taken in it)
+
+    def start_at(self, epoch: int, batches: int) -> None:
+        """Resume mid-epoch: the next pass is `epoch` without its first `batches` batches, which
+        the checkpointed run trained on (a finished epoch resumes at the next one)."""
+        if batches >= len(self):
+            epoch, batches = epoch + 1, 0
+        self.epoch, self._resume = epoch, (epoch, batches)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at each epoch start so every epoch has its own order."""
@@ -74,7 +82,9 @@ class BatchIndexSampler(Sampler[np.ndarray | IndexBatch]):
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.indices))
             global_batch = self.batch_size * self.world_size
             start = self.rank * self.batch_size
-            for b in range(len(self)):
+            resume, self._resume = self._resume, None
+            skip = resume[1] if resume is not None and resume[0] == self.epoch else 0
+            for b in range(skip, len(self)):
                 chunk = order[b * global_batch + start : b * global_batch + start + self.batch_size]
                 yield self.indices[chunk]
             return

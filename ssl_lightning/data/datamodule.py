@@ -80,6 +80,7 @@ class ViewsDataModule(L.LightningDataModule):
         self.seed = seed
         self.split_file = Path(split_file) if split_file else None
         self.split: dict[str, np.ndarray] = {}
+        self.train_position = (0, 0)  # (epoch, batches the training step took in it)
 
     # --- metadata the methods need before fit -------------------------------------------------
     @property
@@ -158,6 +159,24 @@ class ViewsDataModule(L.LightningDataModule):
             )
         return targets[name][self.train_indices(labelled=True)]
 
+    # --- the position in the training data, saved with every checkpoint -----------------------
+    def state_dict(self) -> dict[str, list[int]]:
+        """Lightning stores this in each checkpoint and hands it to `load_state_dict` before the
+        loaders are made, so a run stopped mid-epoch (a signal, a time limit) continues with its
+        next batch instead of replaying the epoch. (Lightning's own loader-state route is not
+        used: it never reaches a loader made early to count the stepping batches.)"""
+        return {"train_position": list(self.train_position)}
+
+    def load_state_dict(self, state: dict[str, list[int]]) -> None:
+        epoch, batches = state["train_position"]
+        self.train_position = (epoch, batches)
+
+    def _count_training_batch(self) -> None:
+        """Count a batch as it reaches the training step (the loader runs ahead, prefetching)."""
+        epoch, taken = self.train_position
+        current = self.trainer.current_epoch
+        self.train_position = (current, taken + 1 if epoch == current else 1)
+
     # --- loaders ------------------------------------------------------------------------------
     def _loader(self, indices: np.ndarray, batch_size: int, shuffle: bool) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
@@ -184,7 +203,9 @@ class ViewsDataModule(L.LightningDataModule):
                 f"{len(indices)} training samples ({what}{len(self.split['train'])}): lower "
                 "method.batch_size or use more data"
             )
-        return self._loader(indices, self.batch_size, shuffle=True)
+        loader = self._loader(indices, self.batch_size, shuffle=True)
+        loader.sampler.start_at(*self.train_position)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(
@@ -203,6 +224,8 @@ class ViewsDataModule(L.LightningDataModule):
         image = self.preprocess.suppress(raw)
         views = self.needs.views
         training = bool(self.trainer and self.trainer.training)
+        if training:
+            self._count_training_batch()
         if not (views and training):  # SSL training steps read the views only
             batch["x"] = self.preprocess.scale(image)
         if views:
