@@ -30,8 +30,13 @@ sweep:              ## a Hydra multirun over both SSL methods
 data:               ## generate the built-in jets by hand (the default dataset also does it itself)
 	mkdir -p data/jets && ssl-make-jets --num-jets 6000 --seed 0 --out data/jets/jets_manual.h5 --workers 2
 
-bench:              ## images/s of the training step vs a bare-PyTorch ceiling -> bench_results.json
+bench:              ## images/s of the training step vs a bare-PyTorch ceiling: on a CUDA machine the
+                    ## GPU grid -> docs/results/bench_gpu_<date>.json, else the CPU -> bench_results.json
 	$(PYTHON) experiments/bench.py $(ARGS)
+
+.PHONY: bench-gpu
+bench-gpu:          ## the GPU bench only: without CUDA it says so in one line (ARGS as for bench)
+	$(PYTHON) experiments/bench.py --device gpu $(ARGS)
 
 .PHONY: study
 study:              ## label-efficiency study, small preset (~15 min on 2 CPU cores) -> studies/
