@@ -60,16 +60,17 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def session_alive(sid: int) -> bool:
-    """Whether any process of session `sid` still runs (zombies do not count)."""
+def session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session `sid`: rank 0 leads it, rank 1 is its child."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[3]) == sid and fields[0] != "Z":
-            return True
-    return False
+            found.append(int(stat.parent.name))
+    return found
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -113,9 +114,9 @@ def trial(
     sent = time.time()
     try:
         out, _ = proc.communicate(timeout=timeout)
-        while session_alive(proc.pid) and time.time() - sent < timeout:
+        while session_processes(proc.pid) and time.time() - sent < timeout:
             time.sleep(0.1)
-        hung = session_alive(proc.pid)
+        hung = bool(session_processes(proc.pid))
     except subprocess.TimeoutExpired:
         out, hung = "", True
     exited_s = time.time() - sent

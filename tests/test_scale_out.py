@@ -16,6 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from experiments.preemption import session_processes
 from ssl_lightning.train import resume_checkpoint, run
 from tests.helpers import compose_run
 
@@ -170,19 +171,6 @@ DDP_RESUMABLE = [
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
 ]
-
-
-def session_processes(sid: int) -> list[int]:
-    """Live (not zombie) processes of session `sid`: rank 0 leads it, rank 1 is its child."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
 
 
 def test_a_signal_to_rank_0_stops_every_ddp_rank_at_one_step_and_resumes_exactly(tmp_path):
