@@ -1,4 +1,5 @@
-"""W&B run ids: one per job, whatever the number of processes that start it at once."""
+"""The loggers the README names, and W&B run ids: one per job, whatever the number of processes
+that start it at once."""
 
 from __future__ import annotations
 
@@ -51,3 +52,14 @@ def test_another_job_in_another_folder_gets_another_id(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "8")
     assert run_id(tmp_path / "b" / "wandb_run_id") != first
     assert run_id(tmp_path / "a" / "wandb_run_id") == first  # the folder's id, once decided
+
+
+@pytest.mark.parametrize(
+    ("logger", "pattern"),
+    [("csv", "csv/*/metrics.csv"), ("tensorboard", "tensorboard/*/events.out.tfevents.*")],
+)
+def test_each_file_logger_writes_its_files(logger, pattern, train, tmp_path):
+    """Every logger the README offers works after the README's install (tensorboard was not a
+    dependency, so `logger=tensorboard` failed)."""
+    train([f"logger={logger}"])
+    assert list((tmp_path / "run").glob(pattern))
