@@ -26,6 +26,8 @@ from tempfile import TemporaryDirectory
 
 import torch
 
+from ssl_lightning.callbacks.preemption import ddp_children
+
 RUN = [
     "hardware=ddp_cpu",
     "dataset=synthetic",
@@ -51,13 +53,6 @@ def start(run_dir: Path, env: dict[str, str]) -> subprocess.Popen:
         text=True,
         start_new_session=True,
     )
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        found += [int(p) for p in (task / "children").read_text().split()]
-    return found
 
 
 def session_processes(sid: int) -> list[int]:
@@ -107,7 +102,7 @@ def trial(
     elif target == "rank0":
         proc.send_signal(signum)
     else:
-        ranks = children(proc.pid)
+        ranks = ddp_children(proc.pid)
         target = f"rank1 (pid {ranks})" if ranks else "rank0 (rank 1 not started yet)"
         for pid in ranks or [proc.pid]:
             os.kill(pid, signum)

@@ -157,8 +157,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     trace = LossTrace()
     watcher = cfg.callbacks.probe_plots if supervised else cfg.callbacks.representation
-    preemption = Preemption(checkpoint_dir, cfg.preemption.max_requeues)
-    callbacks = [checkpoint, trace, preemption, build(watcher)]
+    callbacks = [
+        checkpoint,
+        trace,
+        Preemption(checkpoint_dir, cfg.preemption.max_requeues),
+        build(watcher),
+    ]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if cfg.trainer.enable_progress_bar:  # its refresh reads logged tensors: a device sync each

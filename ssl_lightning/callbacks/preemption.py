@@ -59,15 +59,15 @@ def stop_before_training() -> None:
 def _stop_now(signum: int, frame: FrameType | None, to_parent: bool) -> None:
     for stop in STOP_SIGNALS:  # once: the signal passed on may come back
         signal.signal(stop, signal.SIG_IGN)
-    relatives = _children(os.getpid()) + ([os.getppid()] if to_parent else [])
+    relatives = ddp_children(os.getpid()) + ([os.getppid()] if to_parent else [])
     for pid in relatives:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
     raise SIGTERMException
 
 
-def _children(pid: int) -> list[int]:
-    """The DDP ranks Lightning started from this process (Linux's /proc), not its other children
+def ddp_children(pid: int) -> list[int]:
+    """The DDP ranks Lightning started from process `pid` (Linux's /proc), not its other children
     such as the W&B service, which the run still needs to close its W&B run."""
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
