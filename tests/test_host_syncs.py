@@ -147,7 +147,7 @@ def syncs_per_batch(
 
 
 def accelerator_lists(keep: torch.Tensor) -> bool:
-    """`jets._exact_lists` as on an accelerator, where cutting a list to its hits would sync."""
+    """`jets._on_host` as on an accelerator, where cutting a list to its hits would sync."""
     return False
 
 
@@ -180,7 +180,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("method", ["simclr", "barlow_twins"])
 def test_a_training_step_never_waits_on_the_host(method, data, data_dir, tmp_path, monkeypatch):
     # jet views as on a GPU: a CPU cuts its lists of hits to length, which it reads for free
-    monkeypatch.setattr(jets, "_exact_lists", accelerator_lists)
+    monkeypatch.setattr(jets, "_on_host", accelerator_lists)
     overrides = [*COMMON, *DATA[data], f"method={method}", f"paths.data_dir={data_dir}"]
     batches = syncs_per_batch(overrides, tmp_path, monkeypatch)
     steady = batches[2:]  # the first step pays one-time costs (lazy constants, caches)
@@ -208,7 +208,7 @@ def test_jet_views_made_as_on_an_accelerator_equal_the_exact_ones(settings, monk
     keys = torch.cat([sample_keys(0, 1, torch.arange(12), v) for v in range(2)])
     aug = instantiate(OmegaConf.load(CONF / "jets.yaml"), **settings)
     exact = aug(x.contiguous(memory_format=torch.channels_last), keys)
-    monkeypatch.setattr(jets, "_exact_lists", accelerator_lists)
+    monkeypatch.setattr(jets, "_on_host", accelerator_lists)
     assert torch.equal(aug(x.contiguous(memory_format=torch.channels_last), keys), exact)
     assert torch.equal(aug(x, keys), exact)
 

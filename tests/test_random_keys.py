@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from ssl_lightning.data.random_keys import (
+    grid_seeds,
     keyed_uniform,
-    keyed_uniform_at,
     keyed_uniform_grid,
     sample_keys,
+    uniform_at,
 )
 
 
@@ -33,6 +34,13 @@ def test_keys_are_deterministic_and_change_with_every_input():
         sample_keys(3 + 2**32, 7, index, 1),
     ):
         assert (other != keys).all()
+
+
+def test_all_views_in_one_call_are_the_keys_of_each_view():
+    index = torch.tensor([0, 7, 2**40, 3])
+    view = torch.arange(3).repeat_interleave(len(index))
+    each = torch.cat([sample_keys(5, 2, index, v) for v in range(3)])
+    assert torch.equal(sample_keys(5, 2, index.repeat(3), view), each)
 
 
 def test_large_and_negative_inputs_are_hashed_not_truncated():
@@ -93,7 +101,7 @@ def test_uniform_at_reads_the_grid_without_building_it():
     grid = keyed_uniform_grid(keys, (3, 5)).view(6, 15)
     rows = torch.tensor([5, 0, 0, 3])
     counters = torch.tensor([14, 0, 7, 9])
-    assert torch.equal(keyed_uniform_at(keys, rows, counters), grid[rows, counters])
+    assert torch.equal(uniform_at(grid_seeds(keys)[rows], counters), grid[rows, counters])
 
 
 def test_grids_too_large_for_the_counter_are_refused():

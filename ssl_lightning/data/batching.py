@@ -123,7 +123,7 @@ class BatchReader(Dataset):
             item if isinstance(item, IndexBatch) else IndexBatch.whole(item)
         )
         batch: dict[str, Tensor | int | dict[str, Tensor]] = {
-            "image": torch.from_numpy(np.ascontiguousarray(self.source.read(indices))),
+            "image": torch.from_numpy(self.source.read(indices)),
             "index": torch.from_numpy(np.asarray(indices, dtype=np.int64)),
             "targets": {
                 name: torch.from_numpy(values[indices])

@@ -237,7 +237,8 @@ class ViewsDataModule(L.LightningDataModule):
         which the backbone takes as it is (no concatenation)."""
         # evaluation views use epoch 0 every time, so the validation loss is comparable
         epoch = self.trainer.current_epoch if self.trainer.training else 0
-        keys = torch.cat([sample_keys(self.seed, epoch, index, v) for v in range(views)])
+        view = torch.arange(views * len(index), device=index.device) // len(index)
+        keys = sample_keys(self.seed, epoch, index.repeat(views), view)
         return self.augment(image, keys)
 
     def evaluation_batches(

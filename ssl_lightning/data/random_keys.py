@@ -38,11 +38,12 @@ def _mix(h: Tensor) -> Tensor:
     return h
 
 
-def sample_keys(seed: int, epoch: int, index: Tensor, view: int) -> Tensor:
+def sample_keys(seed: int, epoch: int, index: Tensor, view: int | Tensor) -> Tensor:
     """One non-negative int64 key per sample (same device as `index`).
 
-    Seed is taken modulo 2**64, epoch and view modulo 2**32; distinct inputs collide with
-    probability about 2**-63 per pair.
+    `view` may be a tensor of `index`'s shape: all views of a batch in one call (a fixed few
+    dozen ops on the whole batch, not per view). Seed is taken modulo 2**64, epoch and view
+    modulo 2**32; distinct inputs collide with probability about 2**-63 per pair.
     """
     index = index.long()
     words = (
@@ -53,13 +54,11 @@ def sample_keys(seed: int, epoch: int, index: Tensor, view: int) -> Tensor:
         index & _MASK,
         (index >> 32) & _MASK,
     )
-    lanes = []
-    for salt in _KEY_SALTS:
-        h = torch.full_like(index, salt)
-        for word in words:
-            h = _mix(h ^ word)
-        lanes.append(h)
-    return ((lanes[0] & 0x7FFFFFFF) << 32) | lanes[1]
+    # both lanes as the rows of one tensor: each mixing op runs once for the two
+    h = torch.stack([torch.full_like(index, salt) for salt in _KEY_SALTS])
+    for word in words:
+        h = _mix(h ^ word)
+    return ((h[0] & 0x7FFFFFFF) << 32) | h[1]
 
 
 def _stream_seeds(keys: Tensor, salt: int) -> Tensor:
@@ -89,10 +88,16 @@ def keyed_uniform_grid(keys: Tensor, shape: tuple[int, ...]) -> Tensor:
     return _uniform(seeds, torch.arange(size, device=keys.device)).view(len(keys), *shape)
 
 
-def keyed_uniform_at(keys: Tensor, rows: Tensor, counters: Tensor) -> Tensor:
-    """keyed_uniform_grid(keys, shape).view(N, -1)[rows, counters] without building the grid.
+def grid_seeds(keys: Tensor) -> Tensor:
+    """[N] seeds of the samples' per-element streams (those of `keyed_uniform_grid`).
 
-    Lets sparse images draw noise only where they have hits; counters must lie in [0, 2**31).
+    Worked out once per batch: `uniform_at` then draws at any elements for the cost of one
+    hash per draw, so sparse images draw noise only where they have hits.
     """
-    seeds = _stream_seeds(keys.long(), _GRID_SALT)
-    return _uniform(seeds.index_select(0, rows), counters)
+    return _stream_seeds(keys.long(), _GRID_SALT)
+
+
+def uniform_at(seeds: Tensor, counters: Tensor) -> Tensor:
+    """keyed_uniform_grid(keys, shape).view(N, -1)[rows, counters] without building the grid,
+    for seeds = grid_seeds(keys)[rows]; counters must lie in [0, 2**31)."""
+    return _uniform(seeds, counters)

@@ -30,7 +30,9 @@ class ImageSource(ABC):
 
     @abstractmethod
     def read(self, indices: np.ndarray) -> np.ndarray:
-        """float32 [n, C, H, W] in the order of `indices` (any order, repeats allowed).
+        """float32 [n, C, H, W] in the order of `indices` (any order, repeats allowed), in any
+        memory layout without negative strides (the data module lays batches out as the model
+        wants them).
 
         Values are raw physical values (natural images scaled to [0, 1]); normalisation is the
         data module's job so that it can use train-split statistics.
