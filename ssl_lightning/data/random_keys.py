@@ -99,5 +99,6 @@ def grid_seeds(keys: Tensor) -> Tensor:
 
 def uniform_at(seeds: Tensor, counters: Tensor) -> Tensor:
     """keyed_uniform_grid(keys, shape).view(N, -1)[rows, counters] without building the grid,
-    for seeds = grid_seeds(keys)[rows]; counters must lie in [0, 2**31)."""
+    for seeds = grid_seeds(keys)[rows]; counters must lie in [0, 2**31). Counters of shape
+    [k, len(seeds)] draw k numbers per seed in one pass."""
     return _uniform(seeds, counters)

@@ -250,8 +250,7 @@ class JetAugment(nn.Module):
     ) -> None:
         """Multiplicative smearing and additive noise on the hits, in place."""
         size, hit_seeds = pixels.shape[1], seeds.index_select(0, sample)
-        u1 = uniform_at(hit_seeds, position)
-        u2 = uniform_at(hit_seeds, position + size)
+        u1, u2 = uniform_at(hit_seeds, torch.stack([position, position + size]))
         radius = torch.sqrt(-2 * torch.log(1 - u1))  # 1 - u1 lies in (0, 1]
         phase = 2 * math.pi * u2
         flat, slots = pixels.view(-1), _slots(pixels, sample, position, live)
@@ -316,8 +315,8 @@ class JetAugment(nn.Module):
         sample, position, hit_seeds, live = _select(keep, sample, position, hit_seeds)
         picked = uniform_at(hit_seeds, position + 2 * size) < self.split_frac
         sample, position, hit_seeds, live = _select(live & picked, sample, position, hit_seeds)
-        direction = (_DIRECTIONS * uniform_at(hit_seeds, position + 3 * size)).long()
-        fraction = 0.5 * uniform_at(hit_seeds, position + 4 * size)
+        u = uniform_at(hit_seeds, torch.stack([position + 3 * size, position + 4 * size]))
+        direction, fraction = (_DIRECTIONS * u[0]).long(), 0.5 * u[1]
         cell = direction + (direction >= _DIRECTIONS // 2)  # 0..8 without the centre, 4
         step_row, step_col = cell // 3 - 1, cell % 3 - 1
         row = position % (h * w) // w + step_row
