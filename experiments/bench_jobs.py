@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ssl_lightning import train
+from ssl_lightning.callbacks import loss_trace
 from ssl_lightning.callbacks.loss_trace import LossTrace
 from ssl_lightning.data.batching import BatchIndexSampler, BatchReader
 from ssl_lightning.data.random_keys import sample_keys
@@ -209,7 +210,7 @@ def training_job(args: argparse.Namespace) -> dict[str, Any]:
         bare_rates: list[float] = []
         timer = StepTimer(timing, lambda: bare_rates.append(bare.rate(timing.steps)), bare.device)
         # run() takes no extra callbacks: the timer stands in for its LossTrace
-        with mock.patch.object(train, "LossTrace", lambda: timer):
+        with mock.patch.object(loss_trace, "LossTrace", lambda: timer):
             results = train.run(cfg)
     full = timer.window_rates(cfg.method.batch_size)
     efficiency = statistics.median(f / b for f, b in zip(full, bare_rates, strict=True))

@@ -1,7 +1,8 @@
 """Checkpoints written atomically: a killed job leaves the previous file, never half a new one.
 
 Lightning writes the checkpoint file in place; a SIGKILL (or a node failure) during that write
-would corrupt `last.ckpt`, the very file a requeued job resumes from.
+would corrupt `last.ckpt`, the very file a requeued job resumes from. A full disk ends the run
+with one line, keeping the previous checkpoint and leaving no temp file.
 """
 
 from __future__ import annotations
@@ -21,5 +22,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
-        with replaced_atomically(Path(path)) as tmp:
-            torch.save(checkpoint, tmp)
+        # through a Python file, so that a write error arrives as an OSError with its errno (torch
+        # writing to a path reports a full disk as a RuntimeError of its zip writer)
+        with replaced_atomically(Path(path)) as tmp, tmp.open("wb") as handle:
+            torch.save(checkpoint, handle)

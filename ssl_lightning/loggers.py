@@ -6,6 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
+import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 from ssl_lightning.atomic_files import write_text_atomically
@@ -23,26 +24,46 @@ def wandb_api_key_configured() -> bool:
 
 
 def wandb_logger(
-    project: str, entity: str | None, mode: str, save_dir: str, tags: list[str]
+    project: str,
+    entity: str | None,
+    mode: str,
+    save_dir: str,
+    tags: list[str],
+    name: str | None = None,
+    group: str | None = None,
 ) -> WandbLogger:
     """A WandbLogger writing into the run folder; `mode=auto` never blocks on a login prompt.
 
-    Its run id is kept in the run folder, so resuming the run (same folder) resumes the W&B run.
+    Its run id is kept in the run folder, so resuming the run (same folder) resumes the W&B run;
+    `name` and `group` (conf/logger/wandb.yaml) tell a sweep's runs apart and keep them together
+    (None: W&B's random name, no group).
     """
     if mode not in ("auto", "offline", "online"):
         raise ValueError(f"logger.wandb.mode={mode!r}: use auto, offline or online")
     offline = mode == "offline" or (mode == "auto" and not wandb_api_key_configured())
     if offline:
         os.environ["WANDB_MODE"] = "offline"
-    return WandbLogger(
+    logger = WandbLogger(
         project=project,
         entity=entity,
         save_dir=save_dir,
         offline=offline,
         tags=list(tags),
+        name=name,
+        group=group,
         id=run_id(Path(save_dir) / "wandb_run_id"),
         resume="allow",
     )
+    # Lightning passes W&B `anonymous=None`, which W&B (0.31) warns "has no effect" about
+    logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+def wandb_sync_dir(logger: WandbLogger) -> str | None:
+    """The folder of the logger's W&B run that `wandb sync` takes (offline-run-* or run-*, with
+    the run's .wandb file), or None on ranks other than 0, which hold no run."""
+    run = logger.experiment
+    return run.settings.sync_dir if isinstance(run, wandb.Run) else None
 
 
 def run_id(path: Path) -> str:

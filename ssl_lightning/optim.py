@@ -94,6 +94,13 @@ def build_optimizer(name: str, groups: list[dict], lr: float, cfg: dict) -> Opti
     raise ValueError(f"unknown optimizer {name!r}: use lars, sgd or adamw")
 
 
+def warmup_length(warmup_epochs: float, total_steps: int, epochs: int) -> int:
+    """Warm-up steps for `warmup_epochs` of a `total_steps`-step run of `epochs` epochs, capped at
+    a tenth of the run: a run shorter than its warm-up (debug=fast, a short probe) would
+    otherwise never reach its peak LR nor decay. At least 1 (no warm-up: full LR from step 0)."""
+    return max(1, min(round(warmup_epochs * total_steps / epochs), total_steps // 10))
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, final_factor: float) -> float:
     """LR multiplier: linear warm-up from ~0 to 1, then cosine decay to `final_factor`."""
     if step < warmup_steps:

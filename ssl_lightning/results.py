@@ -1,20 +1,24 @@
 """What a run leaves behind besides checkpoints: results.json with its provenance, and the summary
-printed at the end."""
+logged at the end."""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from torch import Tensor
 
 from ssl_lightning.atomic_files import write_text_atomically
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+log = logging.getLogger(__name__)
+RULE_WIDTH = 80  # the summary's title line
 
 
 PACKAGES = ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics", "wandb", "numpy")
@@ -61,18 +65,20 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     write_text_atomically(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
-def print_summary(results: dict[str, Any], checkpoint_metric: str) -> None:
-    """A few lines a person reads at the end of a run."""
-    console = Console()
+def log_summary(results: dict[str, Any], checkpoint_metric: str) -> None:
+    """A few lines a person reads at the end of a run: logged, so that the run's log file keeps
+    them too (the terminal shows them plain: conf/hydra/job_logging/run_log.yaml)."""
     metrics = results["metrics"]
-    console.rule(f"{results['method']} on {results['dataset']} — {results['duration_s']:.0f} s")
+    title = f" {results['method']} on {results['dataset']} — {results['duration_s']:.0f} s "
+    lines = [title.center(RULE_WIDTH, "─")]
     if results["train_loss_first_step"] is not None:
-        console.print(
+        lines.append(
             f"train loss: {results['train_loss_first_step']:.4f} (first step) -> "
             f"{results['train_loss_last_epoch']:.4f} (last epoch mean)"
         )
     shown = [k for k in metrics if k.startswith(("val/online_", "test/")) or k == checkpoint_metric]
-    for key in shown:
-        console.print(f"{key}: {metrics[key]:.4f}")
-    console.print(f"checkpoint: {results['checkpoints']['last']}")
-    console.print(f"results:    {Path(results['run_dir']) / 'results.json'}")
+    lines += [f"{key}: {metrics[key]:.4f}" for key in shown]
+    lines.append(f"checkpoint: {results['checkpoints']['last']}")
+    lines.append(f"results:    {Path(results['run_dir']) / 'results.json'}")
+    for line in lines:
+        log.info(line)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +30,18 @@ def with_fast(overrides: list[str]) -> list[str]:
     """FAST settings, except those the caller overrides (Hydra refuses a key given twice)."""
     keys = {o.split("=", 1)[0] for o in overrides}
     return [*(f for f in FAST if f.split("=", 1)[0] not in keys), *overrides]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Data the tests generate or convert goes to a folder of the session, never the user's data
+    folder (paths.data_dir), and so do the per-user caches (file digests, W&B's and matplotlib's
+    under $XDG_CACHE_HOME); subprocesses inherit both. A test may set its own."""
+    path = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SSL_LIGHTNING_DATA", str(path))
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield path
 
 
 @pytest.fixture

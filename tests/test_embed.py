@@ -1,4 +1,5 @@
-"""`ssl-embed`: embeddings of a saved split from a checkpoint, equal to the backbone's output."""
+"""`ssl-embed`: embeddings of a saved split from a checkpoint, equal to the backbone's output;
+another dataset is embedded on its own split."""
 
 from __future__ import annotations
 
@@ -8,28 +9,24 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from sklearn.datasets import load_digits
 
 from ssl_lightning.data.needs import NO_NEEDS
+from ssl_lightning.data.splits import make_split
 from ssl_lightning.embed import main
 from ssl_lightning.embeddings import load_run_config
 from ssl_lightning.methods.simclr import SimCLR
 from ssl_lightning.train import build_datamodule
 from tests.conftest import FAST
 from tests.helpers import compose_run
+from tests.test_evaluate import save_hydra_files
 
 
 @pytest.fixture(scope="module")
 def run_config(pretrained, tmp_path_factory) -> Path:
-    """What Hydra writes to <run_dir>/.hydra/ for the pretrained run (in-process runs do not):
-    config.yaml with its `${hydra:...}` interpolations unresolved, and hydra.yaml."""
-    hydra_dir = tmp_path_factory.mktemp("run") / ".hydra"
-    hydra_dir.mkdir()
+    """What Hydra writes to <run_dir>/.hydra/ for the pretrained run (in-process runs do not)."""
     cfg = compose_run([*FAST, "method=simclr"], Path(pretrained["run_dir"]))
-    OmegaConf.save(cfg, hydra_dir / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": HydraConfig.get()}), hydra_dir / "hydra.yaml")
-    return hydra_dir / "config.yaml"
+    return save_hydra_files(cfg, tmp_path_factory.mktemp("run") / ".hydra")
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +86,14 @@ def test_npz_of_all_splits_covers_every_sample_once(pretrained, run_config, refe
     assert np.isfinite(arrays["embeddings"]).all()
 
 
-def test_saved_hydra_paths_resolve_from_the_runs_hydra_yaml(run_config, monkeypatch):
+def test_saved_config_resolves_from_the_runs_hydra_yaml_and_the_users_data_folder(
+    run_config, monkeypatch, tmp_path
+):
     monkeypatch.delenv("SSL_LIGHTNING_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     cfg = load_run_config(run_config, ["loader.eval_batch_size=7"])
-    cwd = OmegaConf.load(run_config.with_name("hydra.yaml")).hydra.runtime.cwd
-    assert cfg.paths.data_dir == f"{cwd}/data"
+    assert cfg.task_name == "simclr"  # ${hydra:runtime.choices.method}, from hydra.yaml
+    assert cfg.paths.data_dir == f"{tmp_path}/ssl-lightning"  # wherever the command starts
     assert cfg.loader.eval_batch_size == 7
 
 
@@ -121,3 +121,35 @@ def test_bad_input_is_one_line_and_exit_status_2(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_another_dataset_is_embedded_on_its_own_split(pretrained, run_config, tmp_path, capsys):
+    """The blob-pretrained backbone on scikit-learn's digits: the digits' test split, saved
+    beside the output, not the checkpoint's split."""
+    out = tmp_path / "digits.h5"
+    embed(pretrained, run_config, out, "--dataset", "digits")
+    expected = make_split(1797, 0.1, 0.1, 0)["test"]
+    np.testing.assert_array_equal(np.load(tmp_path / "digits.split.npz")["test"], expected)
+    with h5py.File(out) as handle:
+        np.testing.assert_array_equal(handle["index"][()], expected)
+        np.testing.assert_array_equal(handle["y"][()], load_digits().target[expected])
+        assert np.isfinite(handle["embeddings"][()]).all()
+    assert "split of digits (not the checkpoint's)" in capsys.readouterr().out
+
+
+def test_a_dataset_with_other_channels_is_one_line_and_exit_status_2(
+    pretrained, run_config, tmp_path, capsys
+):
+    with pytest.raises(SystemExit) as exit_info:
+        embed(
+            pretrained,
+            run_config,
+            tmp_path / "emb.h5",
+            "--dataset",
+            "e2e_2g",
+            f"dataset.source.path={tmp_path / 'jets_2g.h5'}",
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "takes 3-channel images but dataset e2e_2g has dataset.channels=8" in err
+    assert err.count("\n") == 1

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from ssl_lightning.loggers import SLURM_JOB_KEYS, run_id
+from ssl_lightning.train import build
+from tests.conftest import with_fast
+from tests.helpers import compose_run
 
 TASKS = 8  # one SLURM task per GPU of an 8-GPU node, all started at the same moment
 
@@ -63,3 +66,14 @@ def test_each_file_logger_writes_its_files(logger, pattern, train, tmp_path):
     dependency, so `logger=tensorboard` failed)."""
     train([f"logger={logger}"])
     assert list((tmp_path / "run").glob(pattern))
+
+
+def test_a_wandb_run_is_named_after_its_folder_and_grouped_by_the_sweep(tmp_path):
+    """Job 3 of a sweep runs in <sweep folder>/3: W&B shows it as simclr-3 in the sweep's group."""
+    sweep = tmp_path / "2026-12-01_10-00-00"
+    cfg = compose_run(with_fast(["logger=wandb", "logger.wandb.mode=offline"]), sweep / "3")
+    run = build(cfg.logger.wandb).experiment
+    try:
+        assert (run.name, run.group) == ("simclr-3", sweep.name)
+    finally:
+        run.finish()

@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from ssl_lightning.optim import LARS, build_optimizer, split_decay_groups, warmup_cosine
+from ssl_lightning.optim import (
+    LARS,
+    build_optimizer,
+    split_decay_groups,
+    warmup_cosine,
+    warmup_length,
+)
 
 
 def test_warmup_then_cosine_shape():
@@ -17,6 +23,24 @@ def test_warmup_then_cosine_shape():
     assert values[60] == pytest.approx(0.01 + 0.99 * 0.5)
     assert values[-1] == pytest.approx(0.01, abs=1e-3)
     assert all(a >= b for a, b in zip(values[10:], values[11:], strict=False))
+
+
+@pytest.mark.parametrize(
+    ("warmup_epochs", "total_steps", "epochs", "expected"),
+    [
+        (10, 3000, 200, 150),  # a long run: its own 10 epochs (5 %), below the cap
+        (10, 900, 30, 90),  # the default run: 10 of 30 epochs would be a third; capped at 3
+        (1, 48, 4, 4),  # a short probe: its 1 epoch (12 steps) is a quarter; capped at 4 steps
+        (10, 3, 1, 1),  # debug=fast: 3 steps, full LR from the first
+    ],
+)
+def test_warmup_never_exceeds_a_tenth_of_the_run(warmup_epochs, total_steps, epochs, expected):
+    steps = warmup_length(warmup_epochs, total_steps, epochs)
+    assert steps == expected
+    schedule = [warmup_cosine(s, steps, total_steps, 0.01) for s in range(total_steps)]
+    peak = schedule.index(max(schedule))
+    assert peak <= max(0, total_steps // 10 - 1)  # the peak LR is reached within the first tenth
+    assert schedule[-1] < schedule[peak]  # and the cosine decays before the end
 
 
 def test_lars_step_uses_the_trust_ratio():

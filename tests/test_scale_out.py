@@ -84,17 +84,21 @@ def test_ddp_multirun_runs_each_job_once_and_equals_one_process(tmp_path):
         )
 
 
-def test_every_probe_mode_trains_and_tests_under_ddp(tmp_path):
-    """LP-FT's linear phase leaves the backbone without gradients: DDP must not wait for them."""
-    modes = ["linear", "finetune", "lpft", "scratch"]
-    args = ["-m", "hardware=ddp_cpu", "method=probe", f"method.mode={','.join(modes)}"]
-    args += [*COMMON, "debug=fast", "trainer.max_epochs=2", "method.lp_epochs=1"]
-    proc = ssl_train(args, tmp_path)
-    out = finish(proc)
-    assert proc.returncode == 0, out[-3000:]
+def test_every_probe_mode_trains_and_tests_under_ddp(tmp_path, pretrained):
+    """LP-FT's linear phase leaves the backbone without gradients: DDP must not wait for them.
+    The modes that start from a checkpoint run as one sweep, scratch (which takes none) alone."""
+    modes = ["linear", "finetune", "lpft"]
+    common = ["hardware=ddp_cpu", "method=probe", *COMMON, "debug=fast", "trainer.max_epochs=2"]
+    sweep = ["-m", *common, f"method.mode={','.join(modes)}", "method.lp_epochs=1"]
+    sweep.append(f"method.pretrained={pretrained['checkpoints']['last']}")
+    scratch = [*common, "method.mode=scratch", f"hydra.run.dir={tmp_path / 'scratch'}"]
+    for args in (sweep, scratch):
+        proc = ssl_train(args, tmp_path)
+        out = finish(proc)
+        assert proc.returncode == 0, out[-3000:]
     found = sorted(tmp_path.glob("multirun/*/*/results.json"), key=lambda p: int(p.parent.name))
     assert len(found) == len(modes), out[-3000:]
-    for path in found:
+    for path in [*found, tmp_path / "scratch" / "results.json"]:
         results = json.loads(path.read_text())
         assert results["global_batch"] == 64  # 2 ranks x 32
         assert 0 <= results["metrics"]["test/auroc"] <= 1

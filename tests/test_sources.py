@@ -180,9 +180,11 @@ def create(f: h5py.Group, key: str, data: np.ndarray, storage: str) -> None:
         f.create_dataset(key, data=data)
 
 
-def write_e2e(path: Path, storage: str = "contiguous", n: int = 12) -> dict[str, np.ndarray]:
+def write_e2e(
+    path: Path, storage: str = "contiguous", n: int = 12, seed: int = 0
+) -> dict[str, np.ndarray]:
     """A small file in the E2E quark/gluon layout: X_jets (N, H, W, 3), y as float 0/1, pt, m0."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     data = {
         "X_jets": rng.random((n, 10, 9, 3), dtype=np.float32),
         "y": rng.integers(0, 2, n).astype(np.float32),
@@ -258,7 +260,7 @@ def test_hdf5_sparse_round_trip(tmp_path: Path, storage: str, in_memory: bool) -
             del f["X_jets"]
             f.move("chunked", "X_jets")
     src = HDF5Source(str(tmp_path / "sparse.h5"), "X_jets", "channels_last", "y", [], in_memory)
-    assert src.sparse and src.image_shape == (3, 12, 12) and len(src) == 15
+    assert src.files[0].sparse and src.image_shape == (3, 12, 12) and len(src) == 15
     for indices in (np.array([14, 4, 3, 4, 0, 1, 2, 9, 9]), np.arange(15), np.array([4])):
         assert np.array_equal(src.read(indices), dense[indices])
 

@@ -38,7 +38,7 @@ def test_simclr_run_writes_results_and_checkpoints(pretrained):
 def test_best_checkpoint_restores_the_same_validation_metric(pretrained, tmp_path):
     best = pretrained["checkpoints"]["best"]
     saved = torch.load(best, map_location="cpu", weights_only=False)
-    ckpt_cb = next(v for k, v in saved["callbacks"].items() if "ModelCheckpoint" in k)
+    ckpt_cb = next(v for k, v in saved["callbacks"].items() if v.get("monitor") == "val/loss")
     cfg = compose_run(with_fast(["method=simclr", "logger=none"]), tmp_path)
     model = SimCLR.load_from_checkpoint(best)
     datamodule = build_datamodule(cfg, Path(pretrained["run_dir"]), model.data_needs)
@@ -65,6 +65,7 @@ def test_wandb_offline_run_is_readable_from_its_files(train):
     results = train(["logger=wandb", "trainer.max_epochs=1"])
     wandb_file = offline_run_file(Path(results["run_dir"]))
     assert Path(results["wandb_dir"]).is_relative_to(Path(results["run_dir"]))
+    assert Path(results["wandb_dir"]) == wandb_file.parent  # what `wandb sync` takes
     losses = [row["train/loss"] for row in read_history(wandb_file) if "train/loss" in row]
     assert len(losses) == 12  # 384 training samples / batch 32, logged every step
     assert losses[0] == pytest.approx(results["train_loss_first_step"], rel=1e-5)
@@ -84,6 +85,28 @@ def test_linear_probe_loads_the_pretrained_backbone_and_keeps_it_frozen(pretrain
     assert backbone_keys
     for key in backbone_keys:
         assert torch.equal(pretrained_state[key], probe_state[key]), key
+
+
+def test_probe_results_say_which_probe_ran_and_name_both_checkpoints(pretrained, train):
+    """One epoch: best.ckpt is from the first, whose saved callback state (restored to test
+    it) had no last checkpoint yet, so `checkpoints.last` was ""."""
+    ckpt = pretrained["checkpoints"]["last"]
+    args = ["method=probe", f"method.pretrained={ckpt}", "dataset.label_fraction=0.5"]
+    results = train([*args, "trainer.max_epochs=1"], "probe_record")
+    assert results["probe"] == {
+        "mode": "linear",
+        "task": "classification",
+        "target": None,
+        "label_fraction": 0.5,
+        "backbone_checkpoint": str(Path(ckpt).resolve()),
+    }
+    folder = Path(results["run_dir"]) / "checkpoints"
+    assert results["checkpoints"] == {
+        "last": str(folder / "last.ckpt"),
+        "best": str(folder / "best.ckpt"),
+    }
+    assert all(Path(path).is_file() for path in results["checkpoints"].values())
+    assert pretrained["probe"] is None  # an SSL run is no probe
 
 
 def test_finetune_probe_changes_the_backbone(pretrained, train):
@@ -122,3 +145,16 @@ def test_lpft_keeps_the_backbone_frozen_for_lp_epochs_then_fine_tunes(pretrained
     both = train([*args, "method.lp_epochs=1"], "lpft")
     after_ft = torch.load(both["checkpoints"]["last"], weights_only=False)["state_dict"]
     assert not torch.equal(before[key], after_ft[key])
+
+
+def test_last_checkpoint_follows_every_epoch_when_the_best_stays_behind(train):
+    """Best picked by the lowest epoch: best.ckpt stays at epoch 0, last.ckpt must not
+    (Lightning's save_last wrote it only along with a new best)."""
+    results = train(
+        ["method=simclr", "trainer.max_epochs=3", "method.checkpoint_metric=epoch", "logger=none"]
+    )
+    epoch_of = {
+        name: torch.load(path, map_location="cpu", weights_only=False)["epoch"]
+        for name, path in results["checkpoints"].items()
+    }
+    assert epoch_of == {"best": 0, "last": 2}

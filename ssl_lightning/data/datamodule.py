@@ -7,6 +7,8 @@ CPU augmentation bottleneck, and the draws do not depend on the rank or the batc
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +27,15 @@ from ssl_lightning.data.sources.base import ImageSource
 from ssl_lightning.data.splits import labelled_subset, load_split, make_split, save_split
 from ssl_lightning.errors import UserError
 
+log = logging.getLogger(__name__)
+
 STATS_SAMPLE = 4096  # train images used for the scaling statistics
+STATS_BATCH_BYTES = 32 << 20  # float32 images read at a time for them: 67 jets of 8 x 125 x 125
 # A probe's validation split shrinks with its label fraction (with 1% of the labels there is no
 # full labelled validation set either), but keeps at least this many samples of each class, so
 # the ROC-AUC that picks the best checkpoint is defined and does not rest on one or two samples.
 MIN_VAL_PER_CLASS = 5
+ZERO_CHECK_SAMPLE = 64  # training images, spread over the split, read to tell all-zero data
 
 
 class ViewsDataModule(L.LightningDataModule):
@@ -43,6 +49,7 @@ class ViewsDataModule(L.LightningDataModule):
         needs: DataNeeds,
         augment: nn.Module,
         channels: int,
+        num_classes: int | None,
         val_fraction: float,
         test_fraction: float,
         split_seed: int,
@@ -66,6 +73,7 @@ class ViewsDataModule(L.LightningDataModule):
         self.needs = needs
         self.augment = augment
         self.channels = channels
+        self.declared_classes = num_classes
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
@@ -96,6 +104,7 @@ class ViewsDataModule(L.LightningDataModule):
         if self.split:
             return
         self._check_channels()
+        self._check_labels()
         fingerprint = self.source.fingerprint()
         if self.split_file is not None and self.split_file.exists():
             self.split = load_split(self.split_file, fingerprint)
@@ -105,12 +114,13 @@ class ViewsDataModule(L.LightningDataModule):
             )
             if self.split_file is not None and self._is_rank_zero():
                 save_split(self.split, self.split_file, fingerprint)
+        self._check_not_all_zero()
         if self.preprocess.needs_statistics:
             self.preprocess.fit(self._train_sample())
-        if self.needs.target_scaling is not None:
-            self.needs.target_scaling.fit(
-                self._labelled_train_values(self.needs.target_scaling.target)
-            )
+        scaling = self.needs.target_scaling
+        if scaling is not None:
+            values = [self._labelled_train_values(name) for name in scaling.targets]
+            scaling.fit(np.stack(values, axis=1))
 
     def _is_rank_zero(self) -> bool:
         return self.trainer is None or self.trainer.global_rank == 0
@@ -123,12 +133,45 @@ class ViewsDataModule(L.LightningDataModule):
                 f"backbone's in_channels follows it): set dataset.channels={found}"
             )
 
-    def _train_sample(self) -> Tensor:
-        """A seeded sample of training images: statistics never see validation or test data."""
+    def _check_labels(self) -> None:
+        """Class ids must lie in 0..dataset.num_classes-1: a larger one would index past the
+        classifier's outputs deep inside the loss (under DDP, a traceback from every rank)."""
+        labels = self.source.labels
+        if labels is None or self.declared_classes is None or len(labels) == 0:
+            return
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= self.declared_classes:
+            raise UserError(
+                f"the data's class ids run from {low} to {high} but dataset.num_classes="
+                f"{self.declared_classes} allows 0..{self.declared_classes - 1}: set "
+                f"dataset.num_classes={high + 1}, or fix the labels (dataset.source)"
+            )
+
+    def _check_not_all_zero(self) -> None:
+        """Images that are all zero (a threshold above every pixel, an empty image key) train
+        without an error and teach nothing: refused before any step."""
+        train = self.split["train"]
+        if not len(train):
+            return  # no training data: train_dataloader says so
+        picks = np.unique(np.linspace(0, len(train) - 1, ZERO_CHECK_SAMPLE).astype(np.int64))
+        images = torch.from_numpy(self.source.read(train[picks]))
+        if not bool(self.preprocess.suppress(images).any()):
+            raise UserError(
+                f"all training images are zero after zero-suppression ({len(picks)} sampled "
+                "across the training split, no pixel at or above dataset.preprocess."
+                f"zero_suppress={self.preprocess.zero_suppress}): lower the threshold, or check "
+                "that dataset.source points at the images"
+            )
+
+    def _train_sample(self) -> Iterator[Tensor]:
+        """A seeded sample of training images, read STATS_BATCH_BYTES at a time: statistics
+        never see validation or test data, and their memory does not grow with the sample."""
         train = self.split["train"]
         rng = np.random.default_rng(self.split_seed)
         sample = np.sort(rng.choice(train, size=min(len(train), STATS_SAMPLE), replace=False))
-        return torch.from_numpy(self.source.read(sample))
+        per_batch = max(1, STATS_BATCH_BYTES // (4 * math.prod(self.source.image_shape)))
+        for start in range(0, len(sample), per_batch):
+            yield torch.from_numpy(self.source.read(sample[start : start + per_batch]))
 
     def train_indices(self, labelled: bool) -> np.ndarray:
         """SSL pretraining uses the whole train split; supervised runs its labelled subset."""
@@ -196,14 +239,24 @@ class ViewsDataModule(L.LightningDataModule):
         labelled = self.needs.labelled
         indices = self.train_indices(labelled)
         world = self.trainer.world_size if self.trainer else 1
-        if len(indices) < self.batch_size * world:
-            what = f"label_fraction {self.label_fraction} of " if labelled else ""
+        what = f"label_fraction {self.label_fraction} of " if labelled else ""
+        batch_size = self.batch_size
+        if labelled and world <= len(indices) < batch_size * world:
+            # few labels (1% of them, say): a probe's batch is the labelled set itself
+            batch_size = len(indices) // world
+            if self._is_rank_zero():
+                log.info(
+                    f"method.batch_size={self.batch_size} x {world} process(es) is more than the "
+                    f"{len(indices)} labelled training samples ({what}"
+                    f"{len(self.split['train'])}): training on batches of {batch_size} instead"
+                )
+        if len(indices) < batch_size * world:
             raise UserError(
                 f"method.batch_size={self.batch_size} x {world} process(es) is larger than the "
                 f"{len(indices)} training samples ({what}{len(self.split['train'])}): lower "
                 "method.batch_size or use more data"
             )
-        loader = self._loader(indices, self.batch_size, shuffle=True)
+        loader = self._loader(indices, batch_size, shuffle=True)
         loader.sampler.start_at(*self.train_position)
         return loader
 

@@ -9,6 +9,7 @@ that needs the split, which exists only once the data module is set up: the modu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,23 +18,28 @@ from torch import Tensor, nn
 
 
 class TargetScaling(nn.Module):
-    """Standardises a regression target with the labelled training subset's mean and std.
+    """Standardises regression targets, each with the labelled training subset's mean and std.
 
     The statistics are buffers, so a checkpoint keeps them and a restored probe reports its
-    predictions in the target's own units without seeing the data again.
+    predictions in the targets' own units without seeing the data again. One target named as a
+    string keeps scalar buffers (checkpoints of single-target probes load as before); a list of
+    targets gets one entry per target, broadcast over the last axis of [N, targets] values.
     """
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, targets: str | Sequence[str]) -> None:
         super().__init__()
-        self.target = target
-        self.register_buffer("mean", torch.zeros(()))
-        self.register_buffer("std", torch.ones(()))
+        self.targets = (targets,) if isinstance(targets, str) else tuple(targets)
+        shape = () if isinstance(targets, str) else (len(self.targets),)
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
 
     def fit(self, values: np.ndarray) -> None:
-        """Take the statistics of `values` (float64; std floored so a constant target works)."""
+        """Take the statistics of `values` [n, targets] (float64; std floored so a constant
+        target works)."""
         values = values.astype(np.float64)
-        self.mean.fill_(float(values.mean()))
-        self.std.fill_(float(max(values.std(), 1e-8)))
+        self.mean.copy_(torch.from_numpy(values.mean(axis=0)).reshape(self.mean.shape))
+        std = np.maximum(values.std(axis=0), 1e-8)
+        self.std.copy_(torch.from_numpy(std).reshape(self.std.shape))
 
     def standardise(self, values: Tensor) -> Tensor:
         return (values - self.mean) / self.std

@@ -101,14 +101,29 @@ def densify(
     offsets: np.ndarray,
     counts: np.ndarray,
     shape: tuple[int, int, int],
+    channels: np.ndarray | None = None,
 ) -> np.ndarray:
-    """float32 [n, *shape] images; image i holds the entries offsets[i]:offsets[i] + counts[i]
-    of (index, value). One scatter for the whole batch, no loop over images."""
-    size = int(np.prod(shape))
+    """float32 [n, C, H, W] images; image i holds the entries offsets[i]:offsets[i] + counts[i]
+    of (index, value). One scatter for the whole batch, no loop over images.
+
+    `channels` (stored channel numbers, or None for all) keeps those channels in that order:
+    the other channels' entries are dropped before the scatter, never densified.
+    """
+    plane = shape[1] * shape[2]
+    kept_shape = shape if channels is None else (len(channels), shape[1], shape[2])
+    size = kept_shape[0] * plane
     total = int(counts.sum())
     # position of every requested entry in (index, value): concatenated aranges per row
     entry = np.repeat(offsets - (np.cumsum(counts) - counts), counts) + np.arange(total)
-    flat = np.repeat(np.arange(len(counts), dtype=np.int64) * size, counts) + index[entry]
+    start = np.repeat(np.arange(len(counts), dtype=np.int64) * size, counts)  # its image's
+    position = index[entry]
+    if channels is not None:
+        renumbered = np.full(shape[0], -1, dtype=np.int64)
+        renumbered[channels] = np.arange(len(channels))
+        channel = renumbered[position // plane]
+        kept = channel >= 0
+        entry, start = entry[kept], start[kept]
+        position = channel[kept] * plane + position[kept] % plane
     out = np.zeros((len(counts), size), dtype=np.float32)
-    out.reshape(-1)[flat] = value[entry]
-    return out.reshape(len(counts), *shape)
+    out.reshape(-1)[start + position] = value[entry]
+    return out.reshape(len(counts), *kept_shape)

@@ -46,10 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does: the worker
+    processes end and the temp file goes (by default SIGTERM kills at once and leaves both)."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console script `ssl-make-jets`: bad input ends in one line on stderr and exit status 2."""
+    """Console script `ssl-make-jets`: bad input ends in one line on stderr and exit status 2;
+    Ctrl-C and SIGTERM too (status 130 / 143), leaving no worker process and no temp file."""
+    import signal
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         config = JetGenConfig(
             num_jets=args.num_jets,
@@ -74,9 +86,16 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print(f"error: interrupted; {args.out} was not written", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(
+            f"error: stopped by {'SIGTERM' if terminated else 'Ctrl-C'}; {args.out} was not "
+            "written (worker processes ended, temp file removed)",
+            file=sys.stderr,
+        )
+        raise SystemExit(143 if terminated else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - start
     print(
         f"wrote {config.num_jets} jets to {out} ({out.stat().st_size / 1e6:.1f} MB) in "

@@ -9,6 +9,7 @@ all jets are independent draws, so a block-wise shuffle is as good as a global o
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -23,8 +24,10 @@ _worker: EventGenerator | None = None
 
 
 def _init_worker(config: JetGenConfig) -> None:
-    """Runs once per spawned process: Pythia is set up per process, not per chunk."""
+    """Runs once per spawned process: Pythia is set up per process, not per chunk. Ctrl-C
+    reaches the whole process group: the parent alone handles it, and ends the workers."""
     global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker = EventGenerator(config)
 
 
@@ -43,8 +46,9 @@ def _tasks(config: JetGenConfig) -> list[tuple[int, int, int]]:
 def ordered_chunks(config: JetGenConfig, workers: int) -> Iterator[Chunk]:
     """All chunks in task order, generated in this process or in `workers` spawned ones.
 
-    Only one task per worker is handed out at a time (not all, as Executor.map does), so that
-    after an error or Ctrl-C the pool stops at once instead of finishing queued chunks.
+    Only one task per worker is handed out at a time (not all, as Executor.map does), and after
+    an error, Ctrl-C, a signal or `close()` the workers are terminated: nothing keeps running
+    (each holds ~1 GB of Pythia) or finishes a chunk no one will read.
     """
     tasks = _tasks(config)
     if workers == 1:
@@ -72,8 +76,19 @@ def ordered_chunks(config: JetGenConfig, workers: int) -> Iterator[Chunk]:
                 for j in [j for j, future in running.items() if future.done()]:
                     finished[j] = running.pop(j).result()
             yield finished.pop(i)
+    except BaseException:  # GeneratorExit from close() too
+        _terminate_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's processes now: shutdown() would wait for the chunks they are making.
+    (Python 3.14 has ProcessPoolExecutor.terminate_workers(); before, the processes are only
+    reachable through its private `_processes`.)"""
+    for process in list((pool._processes or {}).values()):
+        process.terminate()
 
 
 def shuffled_blocks(config: JetGenConfig, chunks: Iterable[Chunk]) -> Iterator[Chunk]:

@@ -5,7 +5,7 @@
 features first, then fine-tunes everything from that head: fine-tuning from a fresh head
 wrecked the pretrained features of the unnormalised E2E net in a quick study (1%-label AUC 0.68
 against 0.83 for the frozen probe), starting from the probe's head kept them. What the head
-learns (classification, regression) is the probe's `ProbeTask`.
+learns (classification, regression of one or several targets) is the probe's `ProbeTask`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Probe(TrainingModule):
         backbone: dict[str, Any],
         mode: str,
         task: str,
-        target: str | None,
+        target: str | list[str] | None,
         pretrained: str | None,
         backbone_lr_scale: float,
         lp_epochs: int,

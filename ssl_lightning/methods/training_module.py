@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,7 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from ssl_lightning.data.needs import DataNeeds
 from ssl_lightning.errors import UserError
-from ssl_lightning.optim import build_optimizer, warmup_cosine
+from ssl_lightning.optim import build_optimizer, warmup_cosine, warmup_length
 
 REFERENCE_BATCH = 256  # LR = base LR x global batch / 256 (Goyal et al.; SimCLR, Barlow Twins)
 _REPORTED_LOSS = "reported_loss"  # step output: the method's loss without auxiliary terms
@@ -81,10 +82,9 @@ class TrainingModule(L.LightningModule, ABC):
             if self.trainer.max_epochs and self.trainer.max_epochs > 0
             else 1
         )
-        warmup = round(self.scheduler_cfg["warmup_epochs"] * total / epochs)
         schedule = partial(
             warmup_cosine,
-            warmup_steps=max(1, warmup),
+            warmup_steps=warmup_length(self.scheduler_cfg["warmup_epochs"], total, epochs),
             total_steps=total,
             final_factor=self.scheduler_cfg["final_factor"],
         )
@@ -148,8 +148,9 @@ class TrainingModule(L.LightningModule, ABC):
         step, epoch, value = self._nonfinite.tolist()
         if step < 0:
             return
-        ckpt = self.trainer.checkpoint_callback
-        last = getattr(ckpt, "last_model_path", "") or "none saved yet"
+        folder = getattr(self.trainer.checkpoint_callback, "dirpath", None)
+        saved = Path(folder, "last.ckpt") if folder else None
+        last = saved if saved and saved.is_file() else "none saved yet"
         raise UserError(
             f"non-finite loss ({value}) at epoch {int(epoch)}, step {int(step)}: training "
             f"stopped; last good checkpoint: {last} — lower method.optimizer.lr or check the "

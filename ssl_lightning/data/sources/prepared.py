@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,18 @@ class PreparedFileSource(ImageSource):
     """`prepare()` writes `self.path` once (rank 0); reads go through an HDF5Source of it."""
 
     def __init__(
-        self, path: Path, label_key: str | None, target_keys: list[str], in_memory: bool
+        self,
+        path: Path,
+        label_key: str | None,
+        target_keys: list[str],
+        in_memory: bool,
+        channel_subset: Sequence[int] | None = None,  # None: every channel
     ) -> None:
         self.path = path
         self.label_key = label_key
         self.target_keys = list(target_keys)
         self.in_memory = in_memory
+        self.channel_subset = channel_subset
         self._file: HDF5Source | None = None
 
     @abstractmethod
@@ -43,6 +50,7 @@ class PreparedFileSource(ImageSource):
                 self.label_key,
                 self.target_keys,
                 self.in_memory,
+                self.channel_subset,
             )
         return self._file
 
