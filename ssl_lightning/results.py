@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -61,8 +62,22 @@ def scalar_metrics(metrics: dict[str, Tensor | float]) -> dict[str, float]:
 
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
-    """Write results.json atomically (a crash never leaves half a file)."""
-    write_text_atomically(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
+    """Write results.json atomically (a crash never leaves half a file). An undefined metric
+    (NaN, e.g. ROC-AUC of one class) is written as null: JSON has no NaN, and readers choke on
+    Python's bare `NaN`."""
+    text = json.dumps(_defined(results), indent=2, sort_keys=True, allow_nan=False)
+    write_text_atomically(path, text + "\n")
+
+
+def _defined(value: Any) -> Any:
+    """`value` with every non-finite float inside it replaced by None."""
+    if isinstance(value, dict):
+        return {key: _defined(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_defined(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def log_summary(results: dict[str, Any], checkpoint_metric: str) -> None:
@@ -77,7 +92,10 @@ def log_summary(results: dict[str, Any], checkpoint_metric: str) -> None:
             f"{results['train_loss_last_epoch']:.4f} (last epoch mean)"
         )
     shown = [k for k in metrics if k.startswith(("val/online_", "test/")) or k == checkpoint_metric]
-    lines += [f"{key}: {metrics[key]:.4f}" for key in shown]
+    lines += [
+        f"{key}: {metrics[key]:.4f}" if math.isfinite(metrics[key]) else f"{key}: undefined"
+        for key in shown
+    ]
     lines.append(f"checkpoint: {results['checkpoints']['last']}")
     lines.append(f"results:    {Path(results['run_dir']) / 'results.json'}")
     for line in lines:

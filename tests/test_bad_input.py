@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ from ssl_lightning.checkpoint_io import AtomicCheckpointIO
 from ssl_lightning.config_checks import RULES, check_config
 from ssl_lightning.errors import UserError
 from ssl_lightning.metrics import classification_metrics
+from ssl_lightning.results import log_summary, write_results
 from tests.conftest import with_fast
 from tests.helpers import compose_run
 from tests.test_errors import write_h5
@@ -181,6 +183,25 @@ def test_macro_auroc_averages_the_classes_present():
     alone = classification_metrics(3, "val/")
     alone.update(probs, torch.zeros(30, dtype=torch.long))
     assert torch.isnan(alone.compute()["val/auroc"])
+
+
+def test_an_undefined_metric_is_null_in_results_json_and_undefined_in_the_summary(tmp_path, caplog):
+    results = {
+        "method": "probe",
+        "dataset": "synthetic",
+        "duration_s": 1.0,
+        "train_loss_first_step": None,
+        "metrics": {"test/auroc": float("nan"), "test/acc": 0.5},
+        "checkpoints": {"last": "last.ckpt"},
+        "run_dir": str(tmp_path),
+    }
+    write_results(tmp_path / "results.json", results)
+    text = (tmp_path / "results.json").read_text()
+    written = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    assert written["metrics"] == {"test/auroc": None, "test/acc": 0.5}
+    with caplog.at_level(logging.INFO):
+        log_summary(results, "val/auroc")
+    assert "test/auroc: undefined" in caplog.text and "test/acc: 0.5000" in caplog.text
 
 
 # --- checkpoints to resume from -------------------------------------------------------------
