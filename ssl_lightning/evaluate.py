@@ -35,10 +35,9 @@ from ssl_lightning.embeddings import (
     CHOICES,
     CheckpointData,
     check_format,
+    embed_checkpoint,
     embed_indices,
-    load_checkpoint_data,
     pick_device,
-    split_indices,
     write_arrays,
 )
 from ssl_lightning.errors import UserError
@@ -72,20 +71,14 @@ def score_checkpoint(
     """Scores of a probe or SSL checkpoint on a split of its data or of another dataset, the
     data scored, and the checkpoint's kind (`probe` | `ssl`)."""
     checkpoint = Path(checkpoint).expanduser()
-    data = load_checkpoint_data(checkpoint, out, config, dataset, overrides)
+    embedded, data = embed_checkpoint(checkpoint, split, out, config, dataset, overrides, device)
     _, state = read_checkpoint(checkpoint, "checkpoint", FIX)
-    target = pick_device(device)
-    backbone = data.backbone.to(target)
-    embedded = embed_indices(
-        backbone, data.datamodule, split_indices(data.datamodule, split), target
-    )
     if any(key.startswith("head.") for key in state):
         probe = Probe.load_from_checkpoint(checkpoint, map_location="cpu", pretrained=None)
         return score_probe(probe.eval(), embedded, data, split), data, "probe"
     if any(key.startswith("projector.") for key in state):
-        bank = embed_indices(
-            backbone, data.datamodule, data.datamodule.train_indices(labelled=True), target
-        )
+        labelled = data.datamodule.train_indices(labelled=True)
+        bank = embed_indices(data.backbone, data.datamodule, labelled, pick_device(device))
         return score_ssl(state, embedded, bank, data, split), data, "ssl"
     raise UserError(f"{checkpoint} holds neither a probe head nor an SSL projector — {FIX}")
 
